@@ -204,9 +204,9 @@ func (f UserFilter) json() string {
 	return string(b)
 }
 
-// CreateUser creates u. A user that already has the id fails with an error
-// matching ErrConflict.
-func (c *Client) CreateUser(ctx context.Context, u NewUser) error {
+// CreateUser creates u and returns it as stored. A user that already has the
+// id fails with an error matching ErrConflict.
+func (c *Client) CreateUser(ctx context.Context, u NewUser) (User, error) {
 	body := map[string]any{"id": u.ID}
 	set := func(k, v string) {
 		if v != "" {
@@ -226,12 +226,13 @@ func (c *Client) CreateUser(ctx context.Context, u NewUser) error {
 	if len(u.Policies) > 0 {
 		body["policies"] = map[string]any{"create": policyRows(u.Policies), "update": []any{}, "delete": []any{}}
 	}
+	var out user
 	err := c.do(ctx, request{op: "create_user", method: http.MethodPost, path: "/users",
-		query: url.Values{"fields": {"id"}}, body: body, secrets: []string{u.Token}})
+		query: url.Values{"fields": {userFields}}, body: body, out: &out, secrets: []string{u.Token}})
 	if err != nil {
-		return fmt.Errorf("directus: create user: %w", err)
+		return User{}, fmt.Errorf("directus: create user: %w", err)
 	}
-	return nil
+	return out.toUser(), nil
 }
 
 func policyRows(ids []string) []map[string]string {
@@ -280,18 +281,21 @@ func (ch UserChange) secrets() []string {
 	return nil
 }
 
-// UpdateUser applies ch to one user in a single PATCH /users/:id. Updating a
-// user that does not exist fails with code FORBIDDEN.
-func (c *Client) UpdateUser(ctx context.Context, id string, ch UserChange) error {
+// UpdateUser applies ch to one user in a single PATCH /users/:id and returns
+// the user as stored afterwards. Updating a user that does not exist fails
+// with code FORBIDDEN. An empty change is an error: it would not tell whether
+// the user exists without a request.
+func (c *Client) UpdateUser(ctx context.Context, id string, ch UserChange) (User, error) {
 	if ch.Empty() {
-		return nil
+		return User{}, fmt.Errorf("directus: update user: empty change")
 	}
+	var out user
 	err := c.do(ctx, request{op: "update_user", method: http.MethodPatch, path: "/users/" + url.PathEscape(id),
-		query: url.Values{"fields": {"id"}}, body: ch.body(), secrets: ch.secrets()})
+		query: url.Values{"fields": {userFields}}, body: ch.body(), out: &out, secrets: ch.secrets()})
 	if err != nil {
-		return fmt.Errorf("directus: update user: %w", err)
+		return User{}, fmt.Errorf("directus: update user: %w", err)
 	}
-	return nil
+	return out.toUser(), nil
 }
 
 // UpdateUsers applies the same change to many users in one PATCH /users.

@@ -94,9 +94,19 @@ func (s *suite) newUser(t *testing.T) directus.NewUser {
 
 func (s *suite) create(t *testing.T, u directus.NewUser) {
 	t.Helper()
-	if err := s.admin.CreateUser(t.Context(), u); err != nil {
+	if err := s.createErr(t.Context(), u); err != nil {
 		t.Fatalf("CreateUser: %v", err)
 	}
+}
+
+func (s *suite) createErr(ctx context.Context, u directus.NewUser) error {
+	_, err := s.admin.CreateUser(ctx, u)
+	return err
+}
+
+func (s *suite) updateErr(ctx context.Context, id string, ch directus.UserChange) error {
+	_, err := s.admin.UpdateUser(ctx, id, ch)
+	return err
 }
 
 func (s *suite) read(t *testing.T, id string) directus.User {
@@ -133,7 +143,7 @@ func (s *suite) createExistingID(t *testing.T) {
 	s.create(t, u)
 	again := u
 	again.ExternalIdentifier = ""
-	err := s.admin.CreateUser(t.Context(), again)
+	err := s.createErr(t.Context(), again)
 	if !errors.Is(err, directus.ErrConflict) {
 		t.Fatalf("second CreateUser: got %v, want RECORD_NOT_UNIQUE", err)
 	}
@@ -147,7 +157,7 @@ func (s *suite) duplicateToken(t *testing.T) {
 	a.Token = token()
 	s.create(t, a)
 	b.Token = a.Token
-	err := s.admin.CreateUser(t.Context(), b)
+	err := s.createErr(t.Context(), b)
 	if directus.Code(err) != directus.CodeRecordNotUnique {
 		t.Fatalf("CreateUser with a taken token: got %v, want RECORD_NOT_UNIQUE", err)
 	}
@@ -159,7 +169,7 @@ func (s *suite) duplicateToken(t *testing.T) {
 	}
 	// Same through an update.
 	s.create(t, directus.NewUser{ID: b.ID, ExternalIdentifier: b.ExternalIdentifier})
-	err = s.admin.UpdateUser(t.Context(), b.ID, directus.UserChange{Token: &a.Token})
+	err = s.updateErr(t.Context(), b.ID, directus.UserChange{Token: &a.Token})
 	if directus.Code(err) != directus.CodeRecordNotUnique || strings.Contains(err.Error(), a.Token) {
 		t.Errorf("UpdateUser with a taken token: got %v, want a redacted RECORD_NOT_UNIQUE", err)
 	}
@@ -184,7 +194,7 @@ func (s *suite) updateFields(t *testing.T) {
 	}
 	at := time.Date(2026, 7, 2, 3, 4, 5, 0, time.UTC)
 	tok := token()
-	if err := s.admin.UpdateUser(t.Context(), u.ID, directus.UserChange{
+	if err := s.updateErr(t.Context(), u.ID, directus.UserChange{
 		Role: &role.ID, Token: &tok, LastAccess: &at, Status: directus.Ptr("suspended"),
 	}); err != nil {
 		t.Fatalf("UpdateUser: %v", err)
@@ -194,20 +204,20 @@ func (s *suite) updateFields(t *testing.T) {
 		t.Errorf("after update: role=%q token=%v last_access=%v status=%q; want %q true %v suspended",
 			got.Role, got.HasToken, got.LastAccess, got.Status, role.ID, at)
 	}
-	if err := s.admin.UpdateUser(t.Context(), u.ID, directus.UserChange{Role: directus.Ptr(""), Token: directus.Ptr("")}); err != nil {
+	if err := s.updateErr(t.Context(), u.ID, directus.UserChange{Role: directus.Ptr(""), Token: directus.Ptr("")}); err != nil {
 		t.Fatalf("UpdateUser to null: %v", err)
 	}
 	got = s.read(t, u.ID)
 	if got.Role != "" || got.HasToken {
 		t.Errorf("after nulling: role=%q token=%v; want none", got.Role, got.HasToken)
 	}
-	if err := s.admin.UpdateUser(t.Context(), u.ID, directus.UserChange{Role: directus.Ptr(uuid.NewString())}); directus.Code(err) == "" {
+	if err := s.updateErr(t.Context(), u.ID, directus.UserChange{Role: directus.Ptr(uuid.NewString())}); directus.Code(err) == "" {
 		t.Errorf("UpdateUser with an unknown role: got %v, want a Directus error", err)
 	}
 }
 
 func (s *suite) updateMissing(t *testing.T) {
-	err := s.admin.UpdateUser(t.Context(), uuid.NewString(), directus.UserChange{Status: directus.Ptr("active")})
+	err := s.updateErr(t.Context(), uuid.NewString(), directus.UserChange{Status: directus.Ptr("active")})
 	if directus.Code(err) != directus.CodeForbidden {
 		t.Errorf("UpdateUser(missing): got %v, want FORBIDDEN", err)
 	}
@@ -359,13 +369,13 @@ func (s *suite) attachPolicy(t *testing.T) {
 		t.Errorf("policies after create (-want +got):\n%s", diff)
 	}
 	access := s.read(t, u.ID).Access[0].ID
-	if err := s.admin.UpdateUser(t.Context(), u.ID, directus.UserChange{AddPolicies: []string{p2.ID}, RemoveAccess: []string{access}}); err != nil {
+	if err := s.updateErr(t.Context(), u.ID, directus.UserChange{AddPolicies: []string{p2.ID}, RemoveAccess: []string{access}}); err != nil {
 		t.Fatalf("UpdateUser(policies): %v", err)
 	}
 	if diff := cmp.Diff([]string{p2.ID}, s.read(t, u.ID).PolicyIDs()); diff != "" {
 		t.Errorf("policies after swap (-want +got):\n%s", diff)
 	}
-	if err := s.admin.UpdateUser(t.Context(), u.ID, directus.UserChange{AddPolicies: []string{uuid.NewString()}}); directus.Code(err) == "" {
+	if err := s.updateErr(t.Context(), u.ID, directus.UserChange{AddPolicies: []string{uuid.NewString()}}); directus.Code(err) == "" {
 		t.Errorf("attaching an unknown policy: got %v, want a Directus error", err)
 	}
 }
@@ -373,7 +383,7 @@ func (s *suite) attachPolicy(t *testing.T) {
 func (s *suite) customProvider(t *testing.T) {
 	u := s.newUser(t)
 	u.Provider = "bcc-client-credentials"
-	err := s.admin.CreateUser(t.Context(), u)
+	err := s.createErr(t.Context(), u)
 	if s.target.Major >= 12 {
 		if directus.Code(err) != directus.CodeInvalidPayload {
 			t.Fatalf("custom provider on Directus %d: got %v, want INVALID_PAYLOAD", s.target.Major, err)
@@ -406,13 +416,13 @@ func (s *suite) staticToken(t *testing.T) {
 	if me.ID != u.ID {
 		t.Errorf("Me: got %s, want %s", me.ID, u.ID)
 	}
-	if err := s.admin.UpdateUser(t.Context(), u.ID, directus.UserChange{Status: directus.Ptr("suspended")}); err != nil {
+	if err := s.updateErr(t.Context(), u.ID, directus.UserChange{Status: directus.Ptr("suspended")}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := as.Me(t.Context()); directus.Code(err) != directus.CodeInvalidCredentials {
 		t.Errorf("Me while suspended: got %v, want INVALID_CREDENTIALS", err)
 	}
-	if err := s.admin.UpdateUser(t.Context(), u.ID, directus.UserChange{Status: directus.Ptr("active"), Token: directus.Ptr("")}); err != nil {
+	if err := s.updateErr(t.Context(), u.ID, directus.UserChange{Status: directus.Ptr("active"), Token: directus.Ptr("")}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := as.Me(t.Context()); directus.Code(err) != directus.CodeInvalidCredentials {

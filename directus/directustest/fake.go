@@ -506,7 +506,7 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) {
 	}
 	s.users[id] = u
 	s.commitPolicies(id, add, nil)
-	writeData(w, map[string]any{"id": id})
+	writeData(w, s.render(u))
 }
 
 func (s *Server) updateUser(w http.ResponseWriter, r *http.Request, id string) {
@@ -528,7 +528,7 @@ func (s *Server) updateUser(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	*cur = next
 	s.commitPolicies(id, add, del)
-	writeData(w, map[string]any{"id": id})
+	writeData(w, s.render(cur))
 }
 
 func (s *Server) updateUsers(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,433 @@
+package bridge
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+)
+
+// IssuerConfig describes one trusted token issuer.
+type IssuerConfig struct {
+	// Name is how rules and logs refer to the issuer.
+	Name string `yaml:"name"`
+	// Issuer MUST equal the token's iss exactly (a trailing slash matters).
+	Issuer string `yaml:"issuer"`
+	// Audiences: the token's aud must contain at least one of them.
+	Audiences []string `yaml:"audiences"`
+	// JWKSURL skips discovery; otherwise keys come from
+	// Issuer/.well-known/openid-configuration.
+	JWKSURL string `yaml:"jwks_url"`
+	// Algorithms allowed (default RS256). none and HMAC are never allowed.
+	Algorithms []string `yaml:"algorithms"`
+	// Leeway is the clock skew allowed on exp, nbf and iat (default 30s).
+	Leeway Duration `yaml:"leeway"`
+	// RequiredClaims must all be present with these values (for example
+	// gty: client-credentials for Auth0, stt: 1 for SuperTokens).
+	RequiredClaims map[string]any `yaml:"required_claims"`
+	// RequireTyp, when set, must equal the JWT header typ (e.g. at+jwt),
+	// compared case-insensitively with an optional "application/" prefix.
+	RequireTyp string `yaml:"require_typ"`
+	// ScopeClaims are where scopes are read from, in order; every one present
+	// is merged (default: scope, scp). Strings are split on spaces.
+	ScopeClaims []string `yaml:"scope_claims"`
+	// ClientClaim names the client (default sub).
+	ClientClaim string `yaml:"client_claim"`
+	// IDFromIssuer derives user ids from issuer + client instead of the client
+	// alone, for deployments where two issuers may reuse a client id. Off by
+	// default so that ids match the hook extension's uuidv5(sub, NIL).
+	IDFromIssuer bool `yaml:"id_from_issuer"`
+}
+
+var allowedAlgs = map[string]bool{
+	oidc.RS256: true, oidc.RS384: true, oidc.RS512: true,
+	oidc.ES256: true, oidc.ES384: true, oidc.ES512: true,
+	oidc.PS256: true, oidc.PS384: true, oidc.PS512: true,
+	oidc.EdDSA: true,
+}
+
+func (c *IssuerConfig) setDefaults() {
+	if len(c.Algorithms) == 0 {
+		c.Algorithms = []string{oidc.RS256}
+	}
+	if c.Leeway == 0 {
+		c.Leeway = Duration(30 * time.Second)
+	}
+	if len(c.ScopeClaims) == 0 {
+		c.ScopeClaims = []string{"scope", "scp"}
+	}
+	if c.ClientClaim == "" {
+		c.ClientClaim = "sub"
+	}
+}
+
+// ValidateIssuer lists every problem with an issuer's configuration.
+func ValidateIssuer(c IssuerConfig) []error {
+	c.setDefaults()
+	return c.validate()
+}
+
+// validate lists every problem with the issuer (defaults already applied).
+func (c *IssuerConfig) validate() []error {
+	var errs []error
+	bad := func(format string, a ...any) {
+		errs = append(errs, fmt.Errorf("issuer %q: "+format, append([]any{c.Name}, a...)...))
+	}
+	if c.Name == "" {
+		bad("name is required")
+	}
+	if !strings.HasPrefix(c.Issuer, "https://") && !strings.HasPrefix(c.Issuer, "http://") {
+		bad("issuer must be an http(s) URL, got %q", c.Issuer)
+	}
+	if len(c.Audiences) == 0 {
+		bad("at least one audience is required")
+	}
+	for _, a := range c.Algorithms {
+		if !allowedAlgs[a] {
+			bad("algorithm %q is not allowed (use RS*, ES*, PS* or EdDSA)", a)
+		}
+	}
+	if c.Leeway < 0 || c.Leeway.D() > 5*time.Minute {
+		bad("leeway must be between 0 and 5m")
+	}
+	if c.JWKSURL != "" && !strings.HasPrefix(c.JWKSURL, "https://") && !strings.HasPrefix(c.JWKSURL, "http://") {
+		bad("jwks_url must be an http(s) URL")
+	}
+	return errs
+}
+
+// Identity is a verified subject token.
+type Identity struct {
+	Issuer    *IssuerConfig
+	Client    string
+	Audiences []string
+	Scopes    []string            // sorted, unique
+	Claims    map[string][]string // string-or-list claims, normalised
+	Expiry    time.Time
+	// Fingerprint identifies the subject token in logs without revealing it.
+	Fingerprint string
+}
+
+// TokenError is a refused subject token; Reason is safe to show the caller.
+type TokenError struct{ Reason string }
+
+func (e *TokenError) Error() string { return "token refused: " + e.Reason }
+
+func refuse(format string, a ...any) error { return &TokenError{Reason: fmt.Sprintf(format, a...)} }
+
+// verifier checks subject tokens against the trusted issuers.
+type verifier struct {
+	now     func() time.Time
+	issuers map[string]*issuerKeys // by iss
+	cache   *verifiedCache
+}
+
+// issuerKeys holds one issuer's config and go-oidc verifier, built lazily
+// when discovery was not possible at start.
+type issuerKeys struct {
+	cfg *IssuerConfig
+	ctx context.Context // long-lived key-set context
+
+	mu       sync.Mutex
+	verifier *oidc.IDTokenVerifier
+	lastTry  time.Time
+	lastErr  error
+}
+
+const discoveryCooldown = 10 * time.Second
+
+func newVerifier(ctx context.Context, issuers []IssuerConfig, now func() time.Time, cacheSize int) *verifier {
+	v := &verifier{now: now, issuers: map[string]*issuerKeys{}, cache: newVerifiedCache(cacheSize)}
+	for i := range issuers {
+		cfg := &issuers[i]
+		v.issuers[cfg.Issuer] = &issuerKeys{cfg: cfg, ctx: ctx}
+	}
+	return v
+}
+
+// keys returns the issuer's go-oidc verifier, discovering its JWKS URL on
+// first use and at most once per cooldown after a failure.
+func (k *issuerKeys) keys(ctx context.Context, now time.Time) (*oidc.IDTokenVerifier, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.verifier != nil {
+		return k.verifier, nil
+	}
+	if !k.lastTry.IsZero() && now.Sub(k.lastTry) < discoveryCooldown {
+		return nil, k.lastErr
+	}
+	k.lastTry = now
+	jwks := k.cfg.JWKSURL
+	if jwks == "" {
+		p, err := oidc.NewProvider(oidc.ClientContext(ctx, nil), k.cfg.Issuer)
+		if err != nil {
+			k.lastErr = fmt.Errorf("discovery for %s: %w", k.cfg.Name, err)
+			return nil, k.lastErr
+		}
+		var meta struct {
+			JWKSURI string `json:"jwks_uri"`
+		}
+		if err := p.Claims(&meta); err != nil || meta.JWKSURI == "" {
+			k.lastErr = fmt.Errorf("discovery for %s: no jwks_uri", k.cfg.Name)
+			return nil, k.lastErr
+		}
+		jwks = meta.JWKSURI
+	}
+	k.verifier = oidc.NewVerifier(k.cfg.Issuer, oidc.NewRemoteKeySet(k.ctx, jwks), &oidc.Config{
+		SkipClientIDCheck:    true, // audiences are checked below, against a list
+		SkipExpiryCheck:      true, // exp/nbf/iat are checked below, with the leeway
+		SupportedSigningAlgs: k.cfg.Algorithms,
+	})
+	return k.verifier, nil
+}
+
+// ready reports whether the issuer's keys could be located.
+func (k *issuerKeys) ready() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.verifier != nil
+}
+
+// errKeysUnavailable marks a token that could not be checked because the
+// issuer's discovery document is unreachable: the caller gets 503.
+var errKeysUnavailable = errors.New("issuer keys unavailable")
+
+// header is the part of the JOSE header the bridge inspects itself.
+type header struct {
+	Alg  string          `json:"alg"`
+	Typ  string          `json:"typ"`
+	Enc  string          `json:"enc"`
+	Crit json.RawMessage `json:"crit"`
+}
+
+// Verify checks raw and returns the identity it proves.
+func (v *verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
+	now := v.now()
+	sum := sha256.Sum256([]byte(raw))
+	if id := v.cache.get(sum, now); id != nil {
+		return id, nil
+	}
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		if len(parts) == 5 {
+			return nil, refuse("encrypted tokens (JWE) are not accepted")
+		}
+		return nil, refuse("subject_token is not a signed JWT")
+	}
+	var h header
+	if err := decodeSegment(parts[0], &h); err != nil {
+		return nil, refuse("malformed JWT header")
+	}
+	if h.Enc != "" {
+		return nil, refuse("encrypted tokens (JWE) are not accepted")
+	}
+	if len(h.Crit) > 0 {
+		return nil, refuse("JWT header has crit parameters the bridge does not understand")
+	}
+	var unverified struct {
+		Iss string `json:"iss"`
+	}
+	if err := decodeSegment(parts[1], &unverified); err != nil {
+		return nil, refuse("malformed JWT payload")
+	}
+	k := v.issuers[unverified.Iss]
+	if k == nil {
+		return nil, refuse("issuer is not trusted")
+	}
+	cfg := k.cfg
+	if !slices.Contains(cfg.Algorithms, h.Alg) {
+		return nil, refuse("algorithm %q is not allowed for issuer %s", h.Alg, cfg.Name)
+	}
+	if cfg.RequireTyp != "" && !typMatches(h.Typ, cfg.RequireTyp) {
+		return nil, refuse("token type %q is not %q", h.Typ, cfg.RequireTyp)
+	}
+	ov, err := k.keys(ctx, now)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errKeysUnavailable, err)
+	}
+	tok, err := ov.Verify(ctx, raw)
+	if err != nil {
+		if strings.Contains(err.Error(), "fetching keys") {
+			return nil, fmt.Errorf("%w: %v", errKeysUnavailable, err)
+		}
+		return nil, refuse("signature or issuer check failed")
+	}
+	var claims map[string]json.RawMessage
+	if err := tok.Claims(&claims); err != nil {
+		return nil, refuse("malformed JWT claims")
+	}
+	id, err := v.check(cfg, tok, claims, now)
+	if err != nil {
+		return nil, err
+	}
+	id.Fingerprint = Fingerprint(raw)
+	v.cache.put(sum, id, now)
+	return id, nil
+}
+
+// check applies the issuer's rules to verified claims.
+func (v *verifier) check(cfg *IssuerConfig, tok *oidc.IDToken, claims map[string]json.RawMessage, now time.Time) (*Identity, error) {
+	leeway := cfg.Leeway.D()
+	if tok.Expiry.IsZero() {
+		return nil, refuse("token has no exp")
+	}
+	if !now.Before(tok.Expiry.Add(leeway)) {
+		return nil, refuse("token expired")
+	}
+	if nbf, ok := numericDate(claims["nbf"]); ok && now.Add(leeway).Before(nbf) {
+		return nil, refuse("token not valid yet (nbf)")
+	}
+	if !tok.IssuedAt.IsZero() && now.Add(leeway).Before(tok.IssuedAt) {
+		return nil, refuse("token issued in the future (iat)")
+	}
+	if !slices.ContainsFunc(cfg.Audiences, func(a string) bool { return slices.Contains(tok.Audience, a) }) {
+		return nil, refuse("audience not accepted")
+	}
+	keys := make([]string, 0, len(cfg.RequiredClaims))
+	for k := range cfg.RequiredClaims {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, name := range keys {
+		if !claimEquals(claims[name], cfg.RequiredClaims[name]) {
+			return nil, refuse("required claim %s is missing or has another value", name)
+		}
+	}
+	client := stringClaim(claims[cfg.ClientClaim])
+	if client == "" {
+		return nil, refuse("client claim %s is missing", cfg.ClientClaim)
+	}
+	var scopes []string
+	for _, c := range cfg.ScopeClaims {
+		scopes = append(scopes, stringOrList(claims[c], true)...)
+	}
+	sort.Strings(scopes)
+	norm := map[string][]string{}
+	for k, raw := range claims {
+		if vals := stringOrList(raw, false); len(vals) > 0 {
+			norm[k] = vals
+		}
+	}
+	return &Identity{
+		Issuer:    cfg,
+		Client:    client,
+		Audiences: tok.Audience,
+		Scopes:    slices.Compact(scopes),
+		Claims:    norm,
+		Expiry:    tok.Expiry,
+	}, nil
+}
+
+func typMatches(got, want string) bool {
+	norm := func(s string) string { return strings.TrimPrefix(strings.ToLower(s), "application/") }
+	return norm(got) == norm(want)
+}
+
+func decodeSegment(seg string, v any) error {
+	b, err := base64.RawURLEncoding.DecodeString(seg)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+func numericDate(raw json.RawMessage) (time.Time, bool) {
+	var f float64
+	if len(raw) == 0 || json.Unmarshal(raw, &f) != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return time.Time{}, false
+	}
+	return time.Unix(int64(f), 0), true
+}
+
+func stringClaim(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	return s
+}
+
+// stringOrList normalises a claim that may be a string or a list of strings.
+// With split, strings are split on white space (OAuth scope syntax).
+// Numbers and booleans become their JSON text.
+func stringOrList(raw json.RawMessage, split bool) []string {
+	if len(raw) == 0 {
+		return nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		if split {
+			return strings.Fields(s)
+		}
+		return []string{s}
+	}
+	var list []json.RawMessage
+	if json.Unmarshal(raw, &list) == nil {
+		var out []string
+		for _, e := range list {
+			if json.Unmarshal(e, &s) == nil {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	var scalar any
+	if json.Unmarshal(raw, &scalar) == nil {
+		switch scalar.(type) {
+		case float64, bool:
+			return []string{string(raw)}
+		}
+	}
+	return nil
+}
+
+// claimEquals compares a claim with a configured value; numbers compare by
+// value, and a configured string is also found inside a list claim.
+func claimEquals(raw json.RawMessage, want any) bool {
+	if len(raw) == 0 {
+		return false
+	}
+	var got any
+	if json.Unmarshal(raw, &got) != nil {
+		return false
+	}
+	want = normaliseYAML(want)
+	if reflect.DeepEqual(got, want) {
+		return true
+	}
+	if list, ok := got.([]any); ok {
+		return slices.ContainsFunc(list, func(e any) bool { return reflect.DeepEqual(e, want) })
+	}
+	return false
+}
+
+// normaliseYAML turns YAML's integer types into JSON's float64.
+func normaliseYAML(v any) any {
+	switch n := v.(type) {
+	case int:
+		return float64(n)
+	case int64:
+		return float64(n)
+	case uint64:
+		return float64(n)
+	}
+	return v
+}
+
+// Fingerprint returns a short, non-reversible identifier of a secret for
+// logs: the first 12 hex digits of its SHA-256.
+func Fingerprint(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return fmt.Sprintf("%x", sum[:6])
+}

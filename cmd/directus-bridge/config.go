@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"gopkg.in/yaml.v3"
+
+	"github.com/directus-bridge/directus-bridge/bridge"
+	"github.com/directus-bridge/directus-bridge/mapping"
+)
+
+// Config is the bridge's configuration file. Unknown keys are errors;
+// secrets are never in the file, only the names of the environment
+// variables that hold them.
+type Config struct {
+	// Listen is the address of the HTTP server (default 127.0.0.1:8080).
+	Listen   string                `yaml:"listen"`
+	Directus DirectusConfig        `yaml:"directus"`
+	State    StateConfig           `yaml:"state"`
+	Tokens   bridge.TokenConfig    `yaml:"tokens"`
+	Users    bridge.UserConfig     `yaml:"users"`
+	Issuers  []bridge.IssuerConfig `yaml:"issuers"`
+	Rules    mapping.Rules         `yaml:"rules"`
+	Log      LogConfig             `yaml:"log"`
+}
+
+// DirectusConfig says where Directus is and how to reach it.
+type DirectusConfig struct {
+	// URL of Directus, e.g. http://directus:8055.
+	URL string `yaml:"url"`
+	// TokenEnv names the environment variable holding the static token of a
+	// Directus user with admin access (default DIRECTUS_BRIDGE_DIRECTUS_TOKEN).
+	TokenEnv string `yaml:"token_env"`
+	// Timeout of one request (default 10s).
+	Timeout bridge.Duration `yaml:"timeout"`
+	// Retries of a request that failed with 429, 502-504 or a transport
+	// error (default 2; 0 uses the default, -1 disables).
+	Retries int `yaml:"retries"`
+}
+
+// StateConfig says where the bridge keeps its state.
+type StateConfig struct {
+	// Path of the state file (bbolt).
+	Path string `yaml:"path"`
+	// KeyEnv names the environment variable with the base64 32-byte key that
+	// seals tokens in the state file (default DIRECTUS_BRIDGE_STATE_KEY).
+	// When it is unset, KeyFile is used.
+	KeyEnv string `yaml:"key_env"`
+	// KeyFile holds the key; created (0600) with a random key when missing
+	// (default Path + ".key").
+	KeyFile string `yaml:"key_file"`
+}
+
+// LogConfig shapes the logs.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info (default), warn, error
+	Format string `yaml:"format"` // json (default) or text
+}
+
+// LoadConfig reads and strictly decodes the file at path, then applies
+// defaults. It does not validate: call Validate.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return ParseConfig(b)
+}
+
+// ParseConfig decodes a configuration; unknown keys are errors.
+func ParseConfig(b []byte) (*Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	c := &Config{}
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c.setDefaults()
+	return c, nil
+}
+
+func (c *Config) setDefaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if c.Directus.TokenEnv == "" {
+		c.Directus.TokenEnv = "DIRECTUS_BRIDGE_DIRECTUS_TOKEN"
+	}
+	if c.Directus.Timeout == 0 {
+		c.Directus.Timeout = bridge.Duration(10 * time.Second)
+	}
+	if c.State.KeyEnv == "" {
+		c.State.KeyEnv = "DIRECTUS_BRIDGE_STATE_KEY"
+	}
+	if c.State.KeyFile == "" && c.State.Path != "" {
+		c.State.KeyFile = c.State.Path + ".key"
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "json"
+	}
+}
+
+// Validate reports every problem at once. It reads the environment (to check
+// that the secrets it names are set) and has no side effects.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen: %q is not host:port", c.Listen)
+	}
+	if u, err := url.Parse(c.Directus.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("directus.url: want an http(s) URL, got %q", c.Directus.URL)
+	}
+	if os.Getenv(c.Directus.TokenEnv) == "" {
+		bad("directus.token_env: environment variable %s is not set", c.Directus.TokenEnv)
+	}
+	if c.Directus.Timeout < 0 {
+		bad("directus.timeout: must be positive")
+	}
+	if c.Directus.Retries < -1 || c.Directus.Retries > 10 {
+		bad("directus.retries: must be between -1 and 10")
+	}
+	if c.State.Path == "" {
+		bad("state.path is required")
+	}
+	if c.Tokens.TTL < 0 || (c.Tokens.TTL != 0 && c.Tokens.TTL.D() < time.Second) || c.Tokens.TTL.D() > 24*time.Hour {
+		bad("tokens.ttl: must be between 1s and 24h")
+	}
+	ttl := c.Tokens.TTL
+	if ttl == 0 {
+		ttl = bridge.Duration(15 * time.Minute)
+	}
+	if c.Tokens.RotateBefore < 0 || c.Tokens.RotateBefore >= ttl {
+		bad("tokens.rotate_before: must be below tokens.ttl (%s)", ttl)
+	}
+	if c.Tokens.RevokeInterval < 0 {
+		bad("tokens.revoke_interval: must be positive")
+	}
+	if strings.ContainsAny(c.Tokens.Prefix, ". \t\n") || len(c.Tokens.Prefix) > 32 {
+		bad("tokens.prefix: at most 32 characters, no dots or white space")
+	}
+	if c.Users.Namespace != "" {
+		if _, err := uuid.Parse(c.Users.Namespace); err != nil {
+			bad("users.namespace: not a UUID: %v", err)
+		}
+	}
+	if len(c.Issuers) == 0 {
+		bad("issuers: at least one issuer is required")
+	}
+	names, isss := map[string]bool{}, map[string]bool{}
+	for i := range c.Issuers {
+		is := c.Issuers[i]
+		if names[is.Name] {
+			bad("issuers: name %q is used twice", is.Name)
+		}
+		if isss[is.Issuer] {
+			bad("issuers: issuer %q is configured twice", is.Issuer)
+		}
+		names[is.Name], isss[is.Issuer] = true, true
+		errs = append(errs, bridge.ValidateIssuer(is)...)
+	}
+	if len(c.Rules) == 0 {
+		bad("rules: at least one rule is required (no rule denies every client)")
+	}
+	for i, r := range c.Rules {
+		if r.Issuer != "" && !names[r.Issuer] {
+			bad("rules: rule %d names issuer %q, which is not configured", i+1, r.Issuer)
+		}
+	}
+	if err := c.Rules.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level: want debug, info, warn or error")
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		bad("log.format: want json or text")
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,298 @@
+// Command directus-bridge exchanges OAuth 2.0 client-credentials tokens for
+// short-lived Directus static tokens. Subcommands:
+//
+//	serve         run the token-exchange server
+//	config check  validate the configuration file and exit
+//	user-id       print the Directus user id the bridge derives for a client
+//	version       print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/directus-bridge/directus-bridge/bridge"
+	"github.com/directus-bridge/directus-bridge/directus"
+)
+
+// version is set at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+// The Directus client must satisfy what the bridge needs.
+var _ bridge.Directus = (*directus.Client)(nil)
+
+const usage = `usage: directus-bridge <command> [flags]
+
+commands:
+  serve          run the token-exchange server
+  config check   validate the configuration file (exit 1 listing every problem)
+  user-id ID     print the Directus user id derived for client ID
+  version        print the version
+
+The configuration file is given with -config or DIRECTUS_BRIDGE_CONFIG.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], stderr)
+	case "config":
+		if len(args) < 2 || args[1] != "check" {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		return configCheck(args[2:], stdout, stderr)
+	case "user-id":
+		return userID(args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "directus-bridge", version)
+		return 0
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+func configFlag(fs *flag.FlagSet) *string {
+	def := os.Getenv("DIRECTUS_BRIDGE_CONFIG")
+	if def == "" {
+		def = "directus-bridge.yaml"
+	}
+	return fs.String("config", def, "configuration file (env DIRECTUS_BRIDGE_CONFIG)")
+}
+
+func loadValid(path string) (*Config, error) {
+	c, err := LoadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func configCheck(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("config check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := configFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if _, err := loadValid(*path); err != nil {
+		fmt.Fprintf(stderr, "%s: invalid:\n%v\n", *path, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", *path)
+	return 0
+}
+
+func userID(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("user-id", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	ns := fs.String("namespace", uuid.Nil.String(), "UUID namespace (users.namespace)")
+	issuer := fs.String("issuer", "", "issuer URL, for issuers with id_from_issuer: true")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "usage: directus-bridge user-id [-namespace UUID] [-issuer URL] CLIENT_ID")
+		return 2
+	}
+	n, err := uuid.Parse(*ns)
+	if err != nil {
+		fmt.Fprintf(stderr, "namespace: %v\n", err)
+		return 2
+	}
+	var is *bridge.IssuerConfig
+	if *issuer != "" {
+		is = &bridge.IssuerConfig{Issuer: *issuer, IDFromIssuer: true}
+	}
+	fmt.Fprintln(stdout, bridge.UserID(n, is, fs.Arg(0)))
+	return 0
+}
+
+func newLogger(c LogConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func serve(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := configFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := loadValid(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: invalid:\n%v\n", *path, err)
+		return 1
+	}
+	log := newLogger(cfg.Log, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := runServer(ctx, *path, cfg, log); err != nil {
+		log.Error("directus-bridge stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// runServer runs until ctx ends, then shuts down gracefully: in-flight
+// exchanges finish, new connections are refused, the state store is closed.
+func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) error {
+	dc, err := directus.New(cfg.Directus.URL, os.Getenv(cfg.Directus.TokenEnv), directus.Options{
+		Timeout: cfg.Directus.Timeout.D(), Retries: cfg.Directus.Retries, UserAgent: "directus-bridge/" + version,
+	})
+	if err != nil {
+		return err
+	}
+	key, err := bridge.LoadKey(os.Getenv(cfg.State.KeyEnv), cfg.State.KeyFile)
+	if err != nil {
+		return err
+	}
+	store, err := bridge.OpenStore(cfg.State.Path, key)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error("closing the state store", "err", err)
+		}
+	}()
+	ex, err := bridge.NewExchanger(ctx, bridge.Options{
+		Issuers: cfg.Issuers, Tokens: cfg.Tokens, Users: cfg.Users, Directus: dc, Store: store, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := loadRules(ctx, ex, dc, cfg, log); err != nil {
+		return err
+	}
+	ex.DetectProvider(ctx)
+
+	go ex.RunRevoker(ctx)
+	go watchConfig(ctx, path, ex, dc, log)
+
+	srv := &http.Server{
+		Addr:              cfg.Listen,
+		Handler:           (&bridge.Server{Exchanger: ex, Logger: log}).Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    32 << 10,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	log.Info("directus-bridge serving", "listen", cfg.Listen, "version", version, "issuers", len(cfg.Issuers), "rules", len(cfg.Rules))
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing in-flight exchanges")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// loadRules checks the rules against Directus and puts them in force. At
+// start Directus may still be booting: it is tried for up to a minute.
+func loadRules(ctx context.Context, ex *bridge.Exchanger, dc *directus.Client, cfg *Config, log *slog.Logger) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		m, warnings, err := bridge.LoadMapper(ctx, dc, cfg.Rules)
+		if errors.Is(err, directus.ErrUnavailable) && time.Now().Before(deadline) {
+			log.Warn("Directus not reachable yet, retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(2 * time.Second):
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for _, w := range warnings {
+			log.Warn(w)
+		}
+		ex.SetMapper(m)
+		return nil
+	}
+}
+
+// watchConfig reloads the rules on SIGHUP and when the file changes. An
+// invalid file is logged and the rules in force stay.
+func watchConfig(ctx context.Context, path string, ex *bridge.Exchanger, dc *directus.Client, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	modTime := func() time.Time {
+		st, err := os.Stat(path)
+		if err != nil {
+			return time.Time{}
+		}
+		return st.ModTime()
+	}
+	last := modTime()
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		case <-tick.C:
+			if m := modTime(); m.Equal(last) {
+				continue
+			}
+		}
+		last = modTime()
+		cfg, err := loadValid(path)
+		if err == nil {
+			var m *bridge.Mapper
+			var warnings []string
+			if m, warnings, err = bridge.LoadMapper(ctx, dc, cfg.Rules); err == nil {
+				for _, w := range warnings {
+					log.Warn(w)
+				}
+				ex.SetMapper(m)
+				log.Info("rules reloaded", "rules", len(cfg.Rules))
+				continue
+			}
+		}
+		log.Error("reload refused: the rules in force stay", "err", err)
+	}
+}
