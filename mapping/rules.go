@@ -2,13 +2,15 @@ package mapping
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
 )
 
-// Rule is one mapping rule as written in the configuration file. Empty
-// conditions always hold.
+// Rule is one mapping rule as written in the configuration file. A condition
+// that is not written always holds; a written claim condition needs the
+// claim to be present.
 type Rule struct {
 	// Name identifies the rule in logs and explanations (default "rule N").
 	Name string `yaml:"name"`
@@ -79,7 +81,8 @@ func (rs Rules) Validate() error {
 		if r.Client != "" && !validGlob(r.Client) {
 			errs = append(errs, fmt.Sprintf("%s: client pattern %q ends in an unfinished escape", name, r.Client))
 		}
-		for k, v := range r.Claims {
+		for _, k := range slices.Sorted(maps.Keys(r.Claims)) {
+			v := r.Claims[k]
 			if k == "" {
 				errs = append(errs, fmt.Sprintf("%s: empty claim name", name))
 			}
@@ -138,7 +141,10 @@ func (a Rule) covers(b Rule) bool {
 		}
 	}
 	for k, v := range a.Claims {
-		if v != "*" && b.Claims[k] != v {
+		// a needs claim k to be present; b guarantees that only when it
+		// has a condition on k too.
+		bv, ok := b.Claims[k]
+		if !ok || (v != "*" && bv != v) {
 			return false
 		}
 	}
