@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# with-stack.sh CMD [ARGS...]: bring the test stack up in a fresh folder, run
+# CMD with DIRECTUS_BRIDGE_STACK pointing at its stack.json, and take the
+# stack down again whatever happens (failure, Ctrl-C, TERM).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+dir="$(mktemp -d "${TMPDIR:-/tmp}/directus-bridge-stack.XXXXXX")"
+down() {
+	local rc=$?
+	trap - EXIT INT TERM
+	bash "$here/stack.sh" down "$dir" || rc=1
+	exit "$rc"
+}
+trap down EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+bash "$here/stack.sh" up "$dir"
+DIRECTUS_BRIDGE_STACK="$dir/stack.json" "$@"
