@@ -418,7 +418,7 @@ func (e *Exchanger) write(ctx context.Context, prev, next *Record, want []string
 			ch.Status = directus.Ptr("active")
 		}
 		user, err := e.directus.UpdateUser(ctx, next.UserID, ch)
-		if directus.Code(err) != directus.CodeForbidden {
+		if !errors.Is(err, directus.ErrNotFound) {
 			return user, err
 		}
 		// The user was deleted in Directus: create it again.

@@ -57,19 +57,8 @@ func (e *Exchanger) revoke(ctx context.Context, ids []string) (int, error) {
 	for i, r := range recs {
 		keys[i] = r.UserID
 	}
-	clear := directus.UserChange{Token: directus.Ptr("")}
-	err := e.directus.UpdateUsers(ctx, keys, clear)
-	if directus.Code(err) == directus.CodeForbidden {
-		// Some users were deleted in Directus: clear the rest one by one.
-		err = nil
-		for _, id := range keys {
-			if _, uerr := e.directus.UpdateUser(ctx, id, clear); uerr != nil && directus.Code(uerr) != directus.CodeForbidden {
-				err = uerr
-				break
-			}
-		}
-	}
-	if err != nil {
+	// Users deleted in Directus meanwhile are skipped by Directus.
+	if err := e.directus.UpdateUsers(ctx, keys, directus.UserChange{Token: directus.Ptr("")}); err != nil {
 		return 0, fmt.Errorf("revoke: %w", err)
 	}
 	for i := range recs {

@@ -185,6 +185,9 @@ func (c *Client) do(ctx context.Context, rq request) error {
 		return e
 	}
 	if rq.out != nil {
+		if status == http.StatusNoContent {
+			return ErrNotFound // a write that matched no item
+		}
 		if len(env.Data) == 0 {
 			return &APIError{Op: rq.op, Status: status, Code: CodeMalformed, Message: "response has no data"}
 		}

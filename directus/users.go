@@ -81,9 +81,6 @@ type UserFilter struct {
 	HasExternalIdentifier bool
 	// HasToken keeps users with (true) or without (false) a static token.
 	HasToken *bool
-	// AfterID keeps ids greater than this one: results are sorted by id, so
-	// the last id of a page is where the next page starts.
-	AfterID string
 }
 
 // userFields are the fields every user read asks for.
@@ -145,7 +142,7 @@ func formatTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05
 
 // User reads one user by id, or returns ErrNotFound.
 func (c *Client) User(ctx context.Context, id string) (User, error) {
-	users, err := c.ListUsers(ctx, UserFilter{IDs: []string{id}}, 1)
+	users, err := c.ListUsers(ctx, UserFilter{IDs: []string{id}}, 1, 0)
 	if err != nil {
 		return User{}, fmt.Errorf("directus: read user: %w", err)
 	}
@@ -155,12 +152,17 @@ func (c *Client) User(ctx context.Context, id string) (User, error) {
 	return users[0], nil
 }
 
-// ListUsers returns up to limit users (sorted by id) that match f.
-func (c *Client) ListUsers(ctx context.Context, f UserFilter, limit int) ([]User, error) {
+// ListUsers returns up to limit users (-1: all) that match f, sorted by id,
+// skipping the first offset. (Directus has no _gt on uuid fields, so pages
+// are by offset.)
+func (c *Client) ListUsers(ctx context.Context, f UserFilter, limit, offset int) ([]User, error) {
 	q := url.Values{
 		"fields": {userFields},
 		"sort":   {"id"},
 		"limit":  {strconv.Itoa(limit)},
+	}
+	if offset > 0 {
+		q.Set("offset", strconv.Itoa(offset))
 	}
 	if filter := f.json(); filter != "" {
 		q.Set("filter", filter)
@@ -183,9 +185,6 @@ func (f UserFilter) json() string {
 		and = append(and, map[string]any{"id": map[string]any{"_eq": f.IDs[0]}})
 	} else if len(f.IDs) > 1 {
 		and = append(and, map[string]any{"id": map[string]any{"_in": f.IDs}})
-	}
-	if f.AfterID != "" {
-		and = append(and, map[string]any{"id": map[string]any{"_gt": f.AfterID}})
 	}
 	if f.HasExternalIdentifier {
 		and = append(and, map[string]any{"external_identifier": map[string]any{"_nnull": true}})
@@ -282,8 +281,8 @@ func (ch UserChange) secrets() []string {
 }
 
 // UpdateUser applies ch to one user in a single PATCH /users/:id and returns
-// the user as stored afterwards. Updating a user that does not exist fails
-// with code FORBIDDEN. An empty change is an error: it would not tell whether
+// the user as stored afterwards. Updating a user that does not exist returns
+// ErrNotFound (Directus answers 204 without an item). An empty change is an error: it would not tell whether
 // the user exists without a request.
 func (c *Client) UpdateUser(ctx context.Context, id string, ch UserChange) (User, error) {
 	if ch.Empty() {
@@ -299,7 +298,8 @@ func (c *Client) UpdateUser(ctx context.Context, id string, ch UserChange) (User
 }
 
 // UpdateUsers applies the same change to many users in one PATCH /users.
-// Policies cannot be changed in a batch (access rows differ per user).
+// Ids of users that do not exist are ignored, as Directus does. Policies
+// cannot be changed in a batch (access rows differ per user).
 func (c *Client) UpdateUsers(ctx context.Context, ids []string, ch UserChange) error {
 	if len(ids) == 0 || ch.Empty() {
 		return nil

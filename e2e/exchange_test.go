@@ -304,7 +304,7 @@ func TestExchange(t *testing.T) {
 					t.Fatalf("concurrent exchange %d: status %d, same token %v, works %v", i, r.status, r.token() == results[0].token(), works[i])
 				}
 			}
-			users, err := f.admin.ListUsers(context.Background(), directus.UserFilter{IDs: []string{userID(id2 + "@clients")}}, -1)
+			users, err := f.admin.ListUsers(context.Background(), directus.UserFilter{IDs: []string{userID(id2 + "@clients")}}, -1, 0)
 			if err != nil || len(users) != 1 {
 				t.Errorf("users for the client: %d, %v; want exactly 1", len(users), err)
 			}

@@ -269,6 +269,9 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	sort.Strings(ids)
+	if offset, _ := strconv.Atoi(r.URL.Query().Get("offset")); offset > 0 {
+		ids = ids[min(offset, len(ids)):]
+	}
 	if limit >= 0 && len(ids) > limit {
 		ids = ids[:limit]
 	}
@@ -280,7 +283,7 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) {
 }
 
 // parseFilter understands the filters directus.UserFilter produces:
-// {"_and":[{field:{op:value}}...]} with _eq, _in, _gt, _null, _nnull.
+// {"_and":[{field:{op:value}}...]} with _eq, _in, _null, _nnull.
 func parseFilter(raw string) (func(*userRow) bool, error) {
 	if raw == "" {
 		return func(*userRow) bool { return true }, nil
@@ -327,15 +330,12 @@ func predicate(get func(*userRow) *string, op string, raw json.RawMessage) (func
 	case "_null", "_nnull":
 		want := op == "_nnull"
 		return func(u *userRow) bool { return (get(u) != nil) == want }, nil
-	case "_eq", "_gt":
+	case "_eq":
 		var v string
 		if err := json.Unmarshal(raw, &v); err != nil {
 			return nil, fmt.Errorf("fake: %s wants a string", op)
 		}
-		if op == "_eq" {
-			return func(u *userRow) bool { g := get(u); return g != nil && *g == v }, nil
-		}
-		return func(u *userRow) bool { g := get(u); return g != nil && *g > v }, nil
+		return func(u *userRow) bool { g := get(u); return g != nil && *g == v }, nil
 	case "_in":
 		var vs []string
 		if err := json.Unmarshal(raw, &vs); err != nil {
@@ -517,7 +517,8 @@ func (s *Server) updateUser(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	cur := s.users[id]
 	if cur == nil {
-		writeError(w, 403, "FORBIDDEN", "You don't have permission to access this.")
+		// Directus answers a PATCH of a missing item with 204 and no body.
+		w.WriteHeader(http.StatusNoContent)
 		return
 	}
 	next := *cur
@@ -540,15 +541,17 @@ func (s *Server) updateUsers(w http.ResponseWriter, r *http.Request) {
 		writeError(w, 400, "INVALID_PAYLOAD", "body must be {keys, data}")
 		return
 	}
-	// All or nothing, like Directus's transaction.
-	next := make([]userRow, len(body.Keys))
-	for i, id := range body.Keys {
-		cur := s.users[id]
-		if cur == nil {
-			writeError(w, 403, "FORBIDDEN", "You don't have permission to access this.")
-			return
+	// Missing keys are skipped; the rest is all or nothing, like Directus's
+	// transaction.
+	var keys []string
+	for _, id := range body.Keys {
+		if s.users[id] != nil {
+			keys = append(keys, id)
 		}
-		next[i] = *cur
+	}
+	next := make([]userRow, len(keys))
+	for i, id := range keys {
+		next[i] = *s.users[id]
 		add, del, status, code, msg := s.apply(&next[i], body.Data, false)
 		if status == 0 && (len(add) > 0 || len(del) > 0) {
 			status, code, msg = 400, "INVALID_PAYLOAD", "fake: policies in a batch are not supported"
@@ -558,8 +561,8 @@ func (s *Server) updateUsers(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	out := make([]map[string]any, len(body.Keys))
-	for i, id := range body.Keys {
+	out := make([]map[string]any, len(keys))
+	for i, id := range keys {
 		*s.users[id] = next[i]
 		out[i] = map[string]any{"id": id}
 	}

@@ -15,4 +15,12 @@ trap down EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 bash "$here/stack.sh" up "$dir"
-DIRECTUS_BRIDGE_STACK="$dir/stack.json" "$@"
+rc=0
+DIRECTUS_BRIDGE_STACK="$dir/stack.json" DIRECTUS_BRIDGE_E2E_SUMMARY="$dir/e2e-summary.txt" "$@" || rc=$?
+if [[ -f "$dir/e2e-summary.txt" ]]; then
+	cat "$dir/e2e-summary.txt"
+else
+	echo "e2e summary: missing (the e2e package did not run)"
+	[[ $rc -ne 0 ]] || rc=1
+fi
+exit "$rc"
