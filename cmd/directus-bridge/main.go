@@ -4,6 +4,7 @@
 //	serve         run the token-exchange server
 //	config check  validate the configuration file and exit
 //	user-id       print the Directus user id the bridge derives for a client
+//	mappings      check the rules against Directus, or explain a decision
 //	version       print the version
 package main
 
@@ -38,6 +39,9 @@ commands:
   serve          run the token-exchange server
   config check   validate the configuration file (exit 1 listing every problem)
   user-id ID     print the Directus user id derived for client ID
+  mappings check     check the rules against the live Directus
+  mappings explain   -issuer NAME -client ID -scopes "a b" [-claim k=v]:
+                 which rule matches, the role and policies, and why
   version        print the version
 
 The configuration file is given with -config or DIRECTUS_BRIDGE_CONFIG.
@@ -63,6 +67,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return configCheck(args[2:], stdout, stderr)
 	case "user-id":
 		return userID(args[1:], stdout, stderr)
+	case "mappings":
+		return mappings(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "directus-bridge", version)
 		return 0
