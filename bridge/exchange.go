@@ -30,6 +30,8 @@ type Directus interface {
 	CreateUser(ctx context.Context, u directus.NewUser) (directus.User, error)
 	UpdateUser(ctx context.Context, id string, ch directus.UserChange) (directus.User, error)
 	UpdateUsers(ctx context.Context, ids []string, ch directus.UserChange) error
+	ListUsers(ctx context.Context, f directus.UserFilter, limit, offset int) ([]directus.User, error)
+	DeleteUsers(ctx context.Context, ids []string) error
 	Roles(ctx context.Context) ([]directus.Role, error)
 	Policies(ctx context.Context) ([]directus.Policy, error)
 }
@@ -301,6 +303,21 @@ func (e *Exchanger) Exchange(ctx context.Context, req Request) (*Result, error) 
 	return res, nil
 }
 
+// volatileClaims change with every token; they are not kept for the
+// reconciler (and rules on them would not make sense).
+var volatileClaims = map[string]bool{"exp": true, "iat": true, "nbf": true, "jti": true, "iss": true, "aud": true,
+	"scope": true, "scp": true}
+
+func ruleClaims(all map[string][]string) map[string][]string {
+	out := make(map[string][]string, len(all))
+	for k, v := range all {
+		if !volatileClaims[k] {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 func sortedUnique(s []string) []string {
 	out := slices.Clone(s)
 	sort.Strings(out)
@@ -345,7 +362,7 @@ func (e *Exchanger) upsert(ctx context.Context, id *Identity, res *Result) error
 
 	next := Record{
 		UserID: res.UserID, Issuer: res.Issuer, Client: res.Client, Scopes: res.Scopes, Role: res.Role,
-		LastExchange: now, Pending: true,
+		Audiences: id.Audiences, Claims: ruleClaims(id.Claims), LastExchange: now, Pending: true,
 	}
 	res.Outcome = Issued
 	switch {

@@ -27,14 +27,19 @@ type Record struct {
 	// Pending marks a token written ahead of a Directus write whose outcome
 	// is not known (yet): it is never handed out, and it is revoked on expiry
 	// like any other, so a crash cannot leave an unknown token in Directus.
-	Pending  bool              `json:"pending,omitempty"`
-	Scopes   []string          `json:"scopes,omitempty"`   // last granted scopes
-	Role     string            `json:"role,omitempty"`     // role id granted
-	Policies map[string]string `json:"policies,omitempty"` // policy id -> access row id
+	Pending bool     `json:"pending,omitempty"`
+	Scopes  []string `json:"scopes,omitempty"` // last granted scopes
+	// Audiences and Claims of the last subject token that changed the
+	// grant, so that the reconciler can re-evaluate the rules.
+	Audiences []string            `json:"audiences,omitempty"`
+	Claims    map[string][]string `json:"claims,omitempty"`
+	Role      string              `json:"role,omitempty"`     // role id granted
+	Policies  map[string]string   `json:"policies,omitempty"` // policy id -> access row id
 	// LastExchange is the time of the client's last successful exchange.
 	LastExchange time.Time `json:"last_exchange,omitzero"`
 	// SuspendedByBridge: the bridge suspended the user and may reactivate it.
-	SuspendedByBridge bool `json:"suspended_by_bridge,omitempty"`
+	SuspendedByBridge bool      `json:"suspended_by_bridge,omitempty"`
+	SuspendedAt       time.Time `json:"suspended_at,omitzero"`
 }
 
 // live reports whether r holds a token that may be handed out at now.
@@ -182,6 +187,7 @@ func (r *Record) clone() Record {
 		}
 	}
 	c.Scopes = append([]string(nil), r.Scopes...)
+	c.Audiences = append([]string(nil), r.Audiences...)
 	return c
 }
 

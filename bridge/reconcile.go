@@ -1,0 +1,358 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/directus-bridge/directus-bridge/directus"
+	"github.com/directus-bridge/directus-bridge/mapping"
+)
+
+// ReconcileConfig shapes the periodic reconciliation of machine users.
+type ReconcileConfig struct {
+	// Schedule is a cron spec or "@every 5m" (default); "off" disables the
+	// schedule (directus-bridge reconcile still works).
+	Schedule string `yaml:"schedule"`
+	// SuspendAfter suspends machine users not seen for this long (default
+	// 720h; "0s" is the default, use a negative value to never suspend).
+	SuspendAfter Duration `yaml:"suspend_after"`
+	// DeleteAfter deletes users the bridge suspended this long ago (default
+	// 0: never).
+	DeleteAfter Duration `yaml:"delete_after"`
+	// Drift says what to do with a role or policies changed by hand in
+	// Directus: restore (default), keep, or report.
+	Drift string `yaml:"drift"`
+	// PageSize is how many users one read fetches (default 1000).
+	PageSize int `yaml:"page_size"`
+}
+
+// Drift modes.
+const (
+	DriftRestore = "restore"
+	DriftKeep    = "keep"
+	DriftReport  = "report"
+)
+
+// SetDefaults fills in the zero fields.
+func (c *ReconcileConfig) SetDefaults() {
+	if c.Schedule == "" {
+		c.Schedule = "@every 5m"
+	}
+	if c.SuspendAfter == 0 {
+		c.SuspendAfter = Duration(720 * time.Hour)
+	}
+	if c.Drift == "" {
+		c.Drift = DriftRestore
+	}
+	if c.PageSize <= 0 {
+		c.PageSize = 1000
+	}
+}
+
+// Reconcile actions.
+const (
+	ActRevoke   = "revoke"   // token past expiry or unknown to the bridge
+	ActRemap    = "remap"    // the rules now grant another role or policies
+	ActUnmapped = "unmapped" // no rule grants access any more: token cleared, suspended
+	ActRestore  = "restore"  // role or policies changed by hand, restored
+	ActDrift    = "drift"    // the same, only reported (drift: keep or report)
+	ActSuspend  = "suspend"  // not seen for suspend_after
+	ActDelete   = "delete"   // suspended by the bridge for delete_after
+)
+
+// Change is one planned or applied action on one user.
+type Change struct {
+	Action string `json:"action"`
+	UserID string `json:"user_id"`
+	Client string `json:"client"`
+	Detail string `json:"detail"`
+}
+
+// Report is the outcome of a reconcile run.
+type Report struct {
+	DryRun   bool           `json:"dry_run"`
+	Started  time.Time      `json:"started"`
+	Duration string         `json:"duration"`
+	Scanned  int            `json:"scanned"` // users with an external identifier
+	Managed  int            `json:"managed"` // of which bridge-managed
+	Actions  map[string]int `json:"actions"`
+	Changes  []Change       `json:"changes"`
+	Skipped  int            `json:"skipped"` // planned but changed meanwhile by an exchange
+	Error    string         `json:"error,omitempty"`
+}
+
+// plan is what a run intends for one user.
+type plan struct {
+	user   directus.User
+	rec    Record
+	known  bool
+	action string
+	detail string
+	grant  Grant // for remap/restore
+}
+
+// managedID reports whether id is a bridge-managed machine user: its id is
+// the UUIDv5 the bridge derives from its external identifier (so no human
+// user matches by accident), or the bridge's state knows it.
+func (e *Exchanger) managedID(u directus.User) bool {
+	if u.ExternalIdentifier == "" {
+		return false
+	}
+	if UserID(e.namespace, nil, u.ExternalIdentifier) == u.ID {
+		return true
+	}
+	for _, k := range e.verifier.issuers {
+		if k.cfg.IDFromIssuer && UserID(e.namespace, k.cfg, u.ExternalIdentifier) == u.ID {
+			return true
+		}
+	}
+	_, known := e.store.Get(u.ID)
+	return known
+}
+
+// Reconcile makes Directus match the bridge's intent for every managed
+// machine user and touches nothing else. With dryRun it only plans. Every
+// action is idempotent: a failed run leaves nothing inconsistent and the
+// next run picks up.
+func (e *Exchanger) Reconcile(ctx context.Context, rc ReconcileConfig, dryRun bool) (*Report, error) {
+	rc.SetDefaults()
+	rep := &Report{DryRun: dryRun, Started: e.now(), Actions: map[string]int{}, Changes: []Change{}}
+	defer func() { rep.Duration = e.now().Sub(rep.Started).Round(time.Millisecond).String() }()
+	var plans []plan
+	for offset := 0; ; offset += rc.PageSize {
+		users, err := e.directus.ListUsers(ctx, directus.UserFilter{HasExternalIdentifier: true}, rc.PageSize, offset)
+		if err != nil {
+			rep.Error = err.Error()
+			return rep, fmt.Errorf("reconcile: %w", err)
+		}
+		for _, u := range users {
+			rep.Scanned++
+			if !e.managedID(u) {
+				continue
+			}
+			rep.Managed++
+			plans = append(plans, e.planUser(u, rc)...)
+		}
+		if len(users) < rc.PageSize {
+			break
+		}
+	}
+	sort.SliceStable(plans, func(i, j int) bool { return plans[i].user.ID < plans[j].user.ID })
+	if dryRun {
+		for _, p := range plans {
+			rep.add(p)
+		}
+		return rep, nil
+	}
+	if err := e.apply(ctx, plans, rep); err != nil {
+		rep.Error = err.Error()
+		return rep, err
+	}
+	return rep, nil
+}
+
+func (r *Report) add(p plan) {
+	r.Actions[p.action]++
+	r.Changes = append(r.Changes, Change{Action: p.action, UserID: p.user.ID, Client: p.user.ExternalIdentifier, Detail: p.detail})
+}
+
+// planUser decides what to do with one managed user, from Directus's view
+// (u) and the bridge's state. It returns at most one plan: the strongest
+// action wins (delete > suspend/unmapped > remap/restore > revoke).
+func (e *Exchanger) planUser(u directus.User, rc ReconcileConfig) []plan {
+	now := e.now()
+	rec, known := e.store.Get(u.ID)
+	liveToken := known && rec.Token != "" && now.Before(rec.Expiry)
+	p := plan{user: u, rec: rec, known: known}
+	one := func(action, detail string) []plan { p.action, p.detail = action, detail; return []plan{p} }
+
+	if u.Status == "suspended" {
+		if rc.DeleteAfter > 0 && known && rec.SuspendedByBridge && !rec.SuspendedAt.IsZero() && now.Sub(rec.SuspendedAt) >= rc.DeleteAfter.D() {
+			return one(ActDelete, fmt.Sprintf("suspended by the bridge since %s", rec.SuspendedAt.UTC().Format(time.RFC3339)))
+		}
+		if u.HasToken && !liveToken {
+			return one(ActRevoke, "suspended user holds a token the bridge has no live record of")
+		}
+		return nil // an admin's or the bridge's suspension: left as it is
+	}
+	if u.Status != "active" {
+		if u.HasToken && !liveToken {
+			return one(ActRevoke, "token past expiry or unknown to the bridge")
+		}
+		return nil
+	}
+	last := u.LastAccess
+	if known && rec.LastExchange.After(last) {
+		last = rec.LastExchange
+	}
+	if rc.SuspendAfter > 0 && !last.IsZero() && now.Sub(last) >= rc.SuspendAfter.D() {
+		return one(ActSuspend, fmt.Sprintf("not seen since %s", last.UTC().Format(time.RFC3339)))
+	}
+	if known && (len(rec.Scopes) > 0 || rec.Issuer != "") {
+		m := e.mapper.Load()
+		d := m.Rules.Evaluate(mapping.Input{Issuer: rec.Issuer, Audiences: rec.Audiences, Client: rec.Client, Scopes: rec.Scopes, Claims: rec.Claims})
+		if d.Deny {
+			return one(ActUnmapped, "no rule grants access for scopes "+fmt.Sprint(rec.Scopes))
+		}
+		g := m.Resolve(d)
+		p.grant = g
+		have := u.PolicyIDs()
+		sort.Strings(have)
+		actual := g.Role == u.Role && slices.Equal(have, g.Policies)
+		if !actual && (g.Role != rec.Role || !samePolicies(rec.Policies, g.Policies)) {
+			return one(ActRemap, fmt.Sprintf("%s now grants role %s", d.Rule, m.RoleName(g.Role)))
+		}
+		if !actual {
+			detail := fmt.Sprintf("role %s (policies %v) in Directus, bridge grants %s (%v)", u.Role, have, g.Role, g.Policies)
+			if rc.Drift == DriftRestore {
+				return one(ActRestore, detail)
+			}
+			return one(ActDrift, detail)
+		}
+	}
+	if u.HasToken && !liveToken {
+		return one(ActRevoke, "token past expiry or unknown to the bridge")
+	}
+	return nil
+}
+
+// batchSize bounds the ids of one batch request.
+const batchSize = 200
+
+// apply carries out the plans in as few requests as it can: identical
+// changes share one PATCH /users. Each batch holds the users' locks and
+// re-checks every plan against the state, so that a token an exchange has
+// just issued is never revoked or overwritten.
+func (e *Exchanger) apply(ctx context.Context, plans []plan, rep *Report) error {
+	groups := map[string][]plan{}
+	var order []string
+	for _, p := range plans {
+		key := p.action
+		if p.action == ActRemap || p.action == ActRestore {
+			have := p.user.PolicyIDs()
+			sort.Strings(have)
+			if slices.Equal(have, p.grant.Policies) {
+				key += "/role:" + p.grant.Role // batchable: only the role changes
+			} else {
+				key += "/user:" + p.user.ID // policies differ: one PATCH each
+			}
+		}
+		if _, ok := groups[key]; !ok {
+			order = append(order, key)
+		}
+		groups[key] = append(groups[key], p)
+	}
+	sort.Strings(order)
+	for _, key := range order {
+		g := groups[key]
+		for len(g) > 0 {
+			n := min(len(g), batchSize)
+			if err := e.applyBatch(ctx, g[:n], rep); err != nil {
+				return err
+			}
+			g = g[n:]
+		}
+	}
+	return nil
+}
+
+func (e *Exchanger) applyBatch(ctx context.Context, batch []plan, rep *Report) error {
+	ids := make([]string, len(batch))
+	for i, p := range batch {
+		ids[i] = p.user.ID
+	}
+	unlock := e.locks.lockAll(ids)
+	defer unlock()
+	now := e.now()
+	var keep []plan
+	for _, p := range batch {
+		rec, known := e.store.Get(p.user.ID)
+		// An exchange ran since the plan was made: leave the user to it.
+		if known != p.known || (known && (rec.Token != p.rec.Token || !rec.LastExchange.Equal(p.rec.LastExchange))) {
+			rep.Skipped++
+			continue
+		}
+		keep = append(keep, p)
+	}
+	if len(keep) == 0 {
+		return nil
+	}
+	action := keep[0].action
+	ids = ids[:0]
+	for _, p := range keep {
+		ids = append(ids, p.user.ID)
+	}
+	var err error
+	switch action {
+	case ActRevoke:
+		err = e.directus.UpdateUsers(ctx, ids, directus.UserChange{Token: directus.Ptr("")})
+	case ActSuspend, ActUnmapped:
+		err = e.directus.UpdateUsers(ctx, ids, directus.UserChange{Token: directus.Ptr(""), Status: directus.Ptr("suspended")})
+	case ActDelete:
+		err = e.directus.DeleteUsers(ctx, ids)
+	case ActRemap, ActRestore:
+		p := keep[0]
+		have := map[string]string{}
+		for _, a := range p.user.Access {
+			have[a.Policy] = a.ID
+		}
+		add, remove := policyDiff(have, p.grant.Policies)
+		if len(add) == 0 && len(remove) == 0 {
+			err = e.directus.UpdateUsers(ctx, ids, directus.UserChange{Role: &p.grant.Role})
+		} else {
+			var u directus.User
+			u, err = e.directus.UpdateUser(ctx, p.user.ID, directus.UserChange{Role: &p.grant.Role, AddPolicies: add, RemoveAccess: remove})
+			if errors.Is(err, directus.ErrNotFound) {
+				err = nil
+			}
+			keep[0].user.Access = u.Access
+		}
+	case ActDrift:
+		// Reported only.
+	}
+	if err != nil {
+		return fmt.Errorf("reconcile: %s: %w", action, err)
+	}
+	var recs []Record
+	for _, p := range keep {
+		rep.add(p)
+		e.log.Info("reconcile", "event", "reconcile", "action", p.action, "user_id", p.user.ID,
+			"client", p.user.ExternalIdentifier, "detail", p.detail)
+		if !p.known {
+			continue
+		}
+		r := p.rec
+		switch p.action {
+		case ActRevoke:
+			r.Token, r.Pending = "", false
+		case ActSuspend, ActUnmapped:
+			r.Token, r.Pending, r.SuspendedByBridge, r.SuspendedAt = "", false, true, now
+		case ActRemap, ActRestore:
+			r.Role = p.grant.Role
+			r.Policies = map[string]string{}
+			for _, a := range p.user.Access {
+				if slices.Contains(p.grant.Policies, a.Policy) {
+					r.Policies[a.Policy] = a.ID
+				}
+			}
+			for _, pid := range p.grant.Policies {
+				if _, ok := r.Policies[pid]; !ok {
+					r.Policies[pid] = "" // attached in a batch: access id learnt at the next write
+				}
+			}
+		case ActDelete:
+			r.Token, r.Pending = "", false
+		default:
+			continue
+		}
+		recs = append(recs, r)
+	}
+	if err := e.store.PutAll(recs); err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	return nil
+}
