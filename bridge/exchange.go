@@ -173,6 +173,9 @@ func (c *UserConfig) setDefaults() {
 // rules they started with.
 func (e *Exchanger) SetMapper(m *Mapper) { e.mapper.Store(m) }
 
+// Directus returns the Directus the exchanger writes to.
+func (e *Exchanger) Directus() Directus { return e.directus }
+
 // Mapper returns the rules in force.
 func (e *Exchanger) Mapper() *Mapper { return e.mapper.Load() }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/robfig/cron/v3"
 	"gopkg.in/yaml.v3"
 
 	"github.com/directus-bridge/directus-bridge/bridge"
@@ -23,14 +24,15 @@ import (
 // variables that hold them.
 type Config struct {
 	// Listen is the address of the HTTP server (default 127.0.0.1:8080).
-	Listen   string                `yaml:"listen"`
-	Directus DirectusConfig        `yaml:"directus"`
-	State    StateConfig           `yaml:"state"`
-	Tokens   bridge.TokenConfig    `yaml:"tokens"`
-	Users    bridge.UserConfig     `yaml:"users"`
-	Issuers  []bridge.IssuerConfig `yaml:"issuers"`
-	Rules    mapping.Rules         `yaml:"rules"`
-	Log      LogConfig             `yaml:"log"`
+	Listen    string                 `yaml:"listen"`
+	Directus  DirectusConfig         `yaml:"directus"`
+	State     StateConfig            `yaml:"state"`
+	Tokens    bridge.TokenConfig     `yaml:"tokens"`
+	Users     bridge.UserConfig      `yaml:"users"`
+	Issuers   []bridge.IssuerConfig  `yaml:"issuers"`
+	Rules     mapping.Rules          `yaml:"rules"`
+	Reconcile bridge.ReconcileConfig `yaml:"reconcile"`
+	Log       LogConfig              `yaml:"log"`
 }
 
 // DirectusConfig says where Directus is and how to reach it.
@@ -104,6 +106,7 @@ func (c *Config) setDefaults() {
 	if c.State.KeyFile == "" && c.State.Path != "" {
 		c.State.KeyFile = c.State.Path + ".key"
 	}
+	c.Reconcile.SetDefaults()
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -181,6 +184,22 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Rules.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.Reconcile.Schedule != "off" {
+		if _, err := cron.ParseStandard(c.Reconcile.Schedule); err != nil {
+			bad("reconcile.schedule: %v (a cron spec, @every 5m, or off)", err)
+		}
+	}
+	switch c.Reconcile.Drift {
+	case bridge.DriftRestore, bridge.DriftKeep, bridge.DriftReport:
+	default:
+		bad("reconcile.drift: want restore, keep or report")
+	}
+	if c.Reconcile.DeleteAfter < 0 {
+		bad("reconcile.delete_after: must not be negative (0 = never)")
+	}
+	if c.Reconcile.PageSize > 10000 {
+		bad("reconcile.page_size: at most 10000")
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

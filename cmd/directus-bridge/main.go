@@ -39,6 +39,7 @@ commands:
   serve          run the token-exchange server
   config check   validate the configuration file (exit 1 listing every problem)
   user-id ID     print the Directus user id derived for client ID
+  reconcile [-dry-run] [-json]   reconcile machine users now (bridge stopped)
   mappings check     check the rules against the live Directus
   mappings explain   -issuer NAME -client ID -scopes "a b" [-claim k=v]:
                  which rule matches, the role and policies, and why
@@ -69,6 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return userID(args[1:], stdout, stderr)
 	case "mappings":
 		return mappings(args[1:], stdout, stderr)
+	case "reconcile":
+		return reconcileCmd(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "directus-bridge", version)
 		return 0
@@ -174,17 +177,7 @@ func serve(args []string, stderr io.Writer) int {
 // runServer runs until ctx ends, then shuts down gracefully: in-flight
 // exchanges finish, new connections are refused, the state store is closed.
 func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) error {
-	dc, err := directus.New(cfg.Directus.URL, os.Getenv(cfg.Directus.TokenEnv), directus.Options{
-		Timeout: cfg.Directus.Timeout.D(), Retries: cfg.Directus.Retries, UserAgent: "directus-bridge/" + version,
-	})
-	if err != nil {
-		return err
-	}
-	key, err := bridge.LoadKey(os.Getenv(cfg.State.KeyEnv), cfg.State.KeyFile)
-	if err != nil {
-		return err
-	}
-	store, err := bridge.OpenStore(cfg.State.Path, key)
+	ex, store, err := newExchanger(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -193,19 +186,16 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 			log.Error("closing the state store", "err", err)
 		}
 	}()
-	ex, err := bridge.NewExchanger(ctx, bridge.Options{
-		Issuers: cfg.Issuers, Tokens: cfg.Tokens, Users: cfg.Users, Directus: dc, Store: store, Logger: log,
-	})
-	if err != nil {
-		return err
-	}
-	if err := loadRules(ctx, ex, dc, cfg, log); err != nil {
-		return err
-	}
 	ex.DetectProvider(ctx)
+	dc := ex.Directus()
 
 	go ex.RunRevoker(ctx)
 	go watchConfig(ctx, path, ex, dc, log)
+	stopCron, err := scheduleReconcile(ctx, ex, cfg.Reconcile, log)
+	if err != nil {
+		return err
+	}
+	defer stopCron()
 
 	srv := &http.Server{
 		Addr:              cfg.Listen,
@@ -235,7 +225,7 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 
 // loadRules checks the rules against Directus and puts them in force. At
 // start Directus may still be booting: it is tried for up to a minute.
-func loadRules(ctx context.Context, ex *bridge.Exchanger, dc *directus.Client, cfg *Config, log *slog.Logger) error {
+func loadRules(ctx context.Context, ex *bridge.Exchanger, dc bridge.Directus, cfg *Config, log *slog.Logger) error {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		m, warnings, err := bridge.LoadMapper(ctx, dc, cfg.Rules)
@@ -261,7 +251,7 @@ func loadRules(ctx context.Context, ex *bridge.Exchanger, dc *directus.Client, c
 
 // watchConfig reloads the rules on SIGHUP and when the file changes. An
 // invalid file is logged and the rules in force stay.
-func watchConfig(ctx context.Context, path string, ex *bridge.Exchanger, dc *directus.Client, log *slog.Logger) {
+func watchConfig(ctx context.Context, path string, ex *bridge.Exchanger, dc bridge.Directus, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

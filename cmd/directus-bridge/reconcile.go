@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/directus-bridge/directus-bridge/bridge"
+	"github.com/directus-bridge/directus-bridge/directus"
+)
+
+// reconcileCmd runs one reconciliation now. It opens the state file itself,
+// so it refuses to run while `serve` holds it (the server runs its own
+// schedule).
+func reconcileCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("reconcile", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := configFlag(fs)
+	dry := fs.Bool("dry-run", false, "print the plan, change nothing")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := loadValid(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: invalid:\n%v\n", *path, err)
+		return 1
+	}
+	log := newLogger(cfg.Log, stderr)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	ex, store, err := newExchanger(ctx, cfg, log)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	defer store.Close()
+	rep, err := ex.Reconcile(ctx, cfg.Reconcile, *dry)
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(rep)
+	} else {
+		printReport(stdout, rep)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	return 0
+}
+
+func printReport(w io.Writer, rep *bridge.Report) {
+	verb := "did"
+	if rep.DryRun {
+		verb = "would do (dry run)"
+	}
+	fmt.Fprintf(w, "reconcile %s: scanned %d users, %d managed, %d changes, %d skipped (exchanged meanwhile), %s\n",
+		verb, rep.Scanned, rep.Managed, len(rep.Changes), rep.Skipped, rep.Duration)
+	for _, c := range rep.Changes {
+		fmt.Fprintf(w, "  %-8s %s %s: %s\n", c.Action, c.UserID, c.Client, c.Detail)
+	}
+}
+
+// newExchanger wires the Directus client, the state store and the rules.
+func newExchanger(ctx context.Context, cfg *Config, log *slog.Logger) (*bridge.Exchanger, *bridge.Store, error) {
+	dc, err := directus.New(cfg.Directus.URL, os.Getenv(cfg.Directus.TokenEnv), directus.Options{
+		Timeout: cfg.Directus.Timeout.D(), Retries: cfg.Directus.Retries, UserAgent: "directus-bridge/" + version,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := bridge.LoadKey(os.Getenv(cfg.State.KeyEnv), cfg.State.KeyFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := bridge.OpenStore(cfg.State.Path, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w (is a bridge already running on this state file?)", err)
+	}
+	ex, err := bridge.NewExchanger(ctx, bridge.Options{
+		Issuers: cfg.Issuers, Tokens: cfg.Tokens, Users: cfg.Users, Directus: dc, Store: store, Logger: log,
+	})
+	if err == nil {
+		err = loadRules(ctx, ex, dc, cfg, log)
+	}
+	if err != nil {
+		store.Close()
+		return nil, nil, err
+	}
+	return ex, store, nil
+}
+
+// scheduleReconcile runs the reconciler on cfg.Reconcile.Schedule: runs never
+// overlap, and a panic is recovered and logged.
+func scheduleReconcile(ctx context.Context, ex *bridge.Exchanger, rc bridge.ReconcileConfig, log *slog.Logger) (stop func(), err error) {
+	if rc.Schedule == "off" {
+		return func() {}, nil
+	}
+	cl := cronLogger{log}
+	c := cron.New(cron.WithChain(cron.Recover(cl), cron.SkipIfStillRunning(cl)), cron.WithLogger(cl))
+	_, err = c.AddFunc(rc.Schedule, func() {
+		rep, err := ex.Reconcile(ctx, rc, false)
+		if err != nil {
+			log.Warn("reconcile failed; the next run picks up", "err", err)
+			return
+		}
+		log.Info("reconcile done", "event", "reconcile_run", "scanned", rep.Scanned, "managed", rep.Managed,
+			"changes", len(rep.Changes), "skipped", rep.Skipped, "actions", rep.Actions, "duration", rep.Duration)
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.Start()
+	return func() { <-c.Stop().Done() }, nil
+}
+
+// cronLogger adapts slog to cron's logger.
+type cronLogger struct{ log *slog.Logger }
+
+func (l cronLogger) Info(msg string, kv ...any) { l.log.Debug("cron: "+msg, kv...) }
+func (l cronLogger) Error(err error, msg string, kv ...any) {
+	l.log.Error("cron: "+msg, append(kv, "err", err)...)
+}
