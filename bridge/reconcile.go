@@ -141,7 +141,7 @@ func (e *Exchanger) Reconcile(ctx context.Context, rc ReconcileConfig, dryRun bo
 			break
 		}
 	}
-	sort.SliceStable(plans, func(i, j int) bool { return plans[i].user.ID < plans[j].user.ID })
+	defer rep.sort()
 	if dryRun {
 		for _, p := range plans {
 			rep.add(p)
@@ -155,20 +155,42 @@ func (e *Exchanger) Reconcile(ctx context.Context, rc ReconcileConfig, dryRun bo
 	return rep, nil
 }
 
+// sort orders the changes by user and action, so that a dry run and the run
+// after it list the same plan the same way.
+func (r *Report) sort() {
+	sort.Slice(r.Changes, func(i, j int) bool {
+		a, b := r.Changes[i], r.Changes[j]
+		if a.UserID != b.UserID {
+			return a.UserID < b.UserID
+		}
+		return a.Action < b.Action
+	})
+}
+
 func (r *Report) add(p plan) {
 	r.Actions[p.action]++
 	r.Changes = append(r.Changes, Change{Action: p.action, UserID: p.user.ID, Client: p.user.ExternalIdentifier, Detail: p.detail})
 }
 
 // planUser decides what to do with one managed user, from Directus's view
-// (u) and the bridge's state. It returns at most one plan: the strongest
-// action wins (delete > suspend/unmapped > remap/restore > revoke).
+// (u) and the bridge's state. Delete, suspend and unmapped (which clear the
+// token too) stand alone; a role change (remap, restore) may come with a
+// revocation.
 func (e *Exchanger) planUser(u directus.User, rc ReconcileConfig) []plan {
 	now := e.now()
 	rec, known := e.store.Get(u.ID)
 	liveToken := known && rec.Token != "" && now.Before(rec.Expiry)
 	p := plan{user: u, rec: rec, known: known}
 	one := func(action, detail string) []plan { p.action, p.detail = action, detail; return []plan{p} }
+	var out []plan
+	revoke := func() []plan {
+		if u.HasToken && !liveToken {
+			q := p
+			q.action, q.detail = ActRevoke, "token past expiry or unknown to the bridge"
+			out = append(out, q)
+		}
+		return out
+	}
 
 	if u.Status == "suspended" {
 		if rc.DeleteAfter > 0 && known && rec.SuspendedByBridge && !rec.SuspendedAt.IsZero() && now.Sub(rec.SuspendedAt) >= rc.DeleteAfter.D() {
@@ -203,21 +225,17 @@ func (e *Exchanger) planUser(u directus.User, rc ReconcileConfig) []plan {
 		have := u.PolicyIDs()
 		sort.Strings(have)
 		actual := g.Role == u.Role && slices.Equal(have, g.Policies)
-		if !actual && (g.Role != rec.Role || !samePolicies(rec.Policies, g.Policies)) {
-			return one(ActRemap, fmt.Sprintf("%s now grants role %s", d.Rule, m.RoleName(g.Role)))
-		}
-		if !actual {
-			detail := fmt.Sprintf("role %s (policies %v) in Directus, bridge grants %s (%v)", u.Role, have, g.Role, g.Policies)
-			if rc.Drift == DriftRestore {
-				return one(ActRestore, detail)
-			}
-			return one(ActDrift, detail)
+		switch {
+		case actual:
+		case g.Role != rec.Role || !samePolicies(rec.Policies, g.Policies):
+			out = one(ActRemap, fmt.Sprintf("%s now grants role %s", d.Rule, m.RoleName(g.Role)))
+		case rc.Drift == DriftRestore:
+			out = one(ActRestore, fmt.Sprintf("role %s (policies %v) in Directus, bridge grants %s (%v)", u.Role, have, g.Role, g.Policies))
+		default:
+			out = one(ActDrift, fmt.Sprintf("role %s (policies %v) in Directus, bridge grants %s (%v)", u.Role, have, g.Role, g.Policies))
 		}
 	}
-	if u.HasToken && !liveToken {
-		return one(ActRevoke, "token past expiry or unknown to the bridge")
-	}
-	return nil
+	return revoke()
 }
 
 // batchSize bounds the ids of one batch request.
@@ -276,6 +294,7 @@ func (e *Exchanger) applyBatch(ctx context.Context, batch []plan, rep *Report) e
 			rep.Skipped++
 			continue
 		}
+		p.rec = rec // the latest record: an earlier batch of this run may have changed it
 		keep = append(keep, p)
 	}
 	if len(keep) == 0 {
