@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: build test unit lint e2e-up e2e-down demo fuzz
+.PHONY: build test unit lint e2e-up e2e-down demo fuzz bench
 
 ## build: the static binary, the same command the Dockerfile runs
 build:
@@ -31,3 +31,8 @@ e2e-down:
 ## demo: stack up, the bridge, one real exchange printed step by step
 demo: build
 	bash testdata/stack/demo.sh
+
+## bench: go test benchmarks, then the load benchmark against a fresh stack
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./bridge ./mapping
+	bash testdata/stack/with-stack.sh $(GO) run ./cmd/bridge-bench
