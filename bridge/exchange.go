@@ -82,6 +82,10 @@ type Options struct {
 	// VerifiedCacheSize bounds the cache of verified subject tokens
 	// (default 10000; negative disables it).
 	VerifiedCacheSize int
+	// Limits are the rate limits (defaults applied; negative rates disable).
+	Limits LimitsConfig
+	// Metrics, when set, records what the exchanger does.
+	Metrics *Metrics
 }
 
 // Exchanger turns verified IdP tokens into Directus static tokens.
@@ -98,6 +102,9 @@ type Exchanger struct {
 	mapper    atomic.Pointer[Mapper]
 	provider  atomic.Pointer[string]
 	warnOnce  sync.Once
+	metrics   *Metrics
+	perClient *limiter
+	perIP     *limiter
 }
 
 // NewExchanger builds an Exchanger. ctx bounds the lifetime of the JWKS key
@@ -123,6 +130,7 @@ func NewExchanger(ctx context.Context, o Options) (*Exchanger, error) {
 	for i := range issuers {
 		issuers[i].setDefaults()
 	}
+	o.Limits.SetDefaults()
 	e := &Exchanger{
 		tokens:    o.Tokens,
 		users:     o.Users,
@@ -132,6 +140,13 @@ func NewExchanger(ctx context.Context, o Options) (*Exchanger, error) {
 		store:     o.Store,
 		log:       o.Logger,
 		now:       o.Now,
+		metrics:   o.Metrics,
+		perClient: newLimiter(o.Limits.PerClient, o.Now),
+		perIP:     newLimiter(o.Limits.PerIP, o.Now),
+	}
+	for _, k := range e.verifier.issuers {
+		name := k.cfg.Name
+		k.observe = func(ok bool) { e.metrics.jwksFetch(name, ok) }
 	}
 	p := o.Users.Provider
 	e.provider.Store(&p)
@@ -172,6 +187,18 @@ func (c *UserConfig) setDefaults() {
 // SetMapper replaces the rules in force; exchanges in flight finish with the
 // rules they started with.
 func (e *Exchanger) SetMapper(m *Mapper) { e.mapper.Store(m) }
+
+// Warm discovers every issuer and loads its keys, so that the first exchange
+// does not pay for it. Failures are returned joined; they are retried later.
+func (e *Exchanger) Warm(ctx context.Context) error {
+	var errs []error
+	for _, k := range e.verifier.issuers {
+		if err := k.warm(ctx, e.now()); err != nil {
+			errs = append(errs, fmt.Errorf("issuer %s: %w", k.cfg.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
 
 // Directus returns the Directus the exchanger writes to.
 func (e *Exchanger) Directus() Directus { return e.directus }
@@ -231,6 +258,7 @@ type Error struct {
 	Status      int
 	RetryAfter  time.Duration
 	Cause       error
+	Issuer      string // configured issuer name, once the token verified
 }
 
 func (e *Error) Error() string {
@@ -267,6 +295,23 @@ func (e *Exchanger) Exchange(ctx context.Context, req Request) (*Result, error) 
 				Status: 503, RetryAfter: discoveryCooldown, Cause: err}
 		}
 		return nil, &Error{Code: "server_error", Description: "token verification failed", Status: 500, Cause: err}
+	}
+	res, err := e.exchangeVerified(ctx, id, req)
+	if err != nil {
+		var ee *Error
+		if errors.As(err, &ee) {
+			ee.Issuer = id.Issuer.Name
+		}
+		return nil, err
+	}
+	return res, nil
+}
+
+func (e *Exchanger) exchangeVerified(ctx context.Context, id *Identity, req Request) (*Result, error) {
+	if ok, wait := e.perClient.allow(id.Issuer.Name + "\x00" + id.Client); !ok {
+		e.metrics.limited("client")
+		return nil, &Error{Code: "temporarily_unavailable", Description: "rate limit exceeded for this client",
+			Status: 429, RetryAfter: wait}
 	}
 	scopes := id.Scopes
 	if req.Scopes != nil {

@@ -82,6 +82,7 @@ func newHarness(t *testing.T, version string, opts ...harnessOpt) *harness {
 				RequiredClaims: map[string]any{"stt": 1}, ScopeClaims: []string{"scp"}},
 		},
 		Tokens:   TokenConfig{TTL: Duration(15 * time.Minute)},
+		Limits:   LimitsConfig{PerIP: RateLimit{Rate: -1}, PerClient: RateLimit{Rate: -1}},
 		Directus: h.admin,
 		Store:    h.store,
 		Logger:   slog.New(slog.NewJSONHandler(&lockedWriter{w: h.logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),

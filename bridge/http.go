@@ -12,6 +12,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -28,13 +29,18 @@ const (
 // MaxRequestBytes bounds a token request body; larger ones get 413.
 const MaxRequestBytes = 64 << 10
 
-// Server is the bridge's HTTP front: POST /oauth/token, GET /healthz and
-// GET /readyz.
+// Server is the bridge's HTTP front: POST /oauth/token, GET /healthz,
+// GET /readyz and, when MetricsHandler is set, GET /metrics.
 type Server struct {
 	Exchanger *Exchanger
 	Logger    *slog.Logger
 	// Ready, when set, adds checks to /readyz (name -> error or nil).
 	Ready func(ctx context.Context) map[string]error
+	// MetricsHandler serves GET /metrics (e.g. promhttp.HandlerFor).
+	MetricsHandler http.Handler
+	// TrustedProxies are the peers whose X-Forwarded-For is believed when
+	// telling the client's address (for logs and the per-IP limit).
+	TrustedProxies []netip.Prefix
 }
 
 type ctxKey int
@@ -61,6 +67,9 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
+	if s.MetricsHandler != nil {
+		mux.Handle("GET /metrics", s.MetricsHandler)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get("X-Request-Id")
 		if !saneRequestID(id) {
@@ -95,9 +104,20 @@ func (s *Server) log() *slog.Logger {
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ctx := r.Context()
-	log := s.log().With("request_id", RequestID(ctx), "remote", remoteIP(r))
+	ip := s.clientIP(r)
+	log := s.log().With("request_id", RequestID(ctx), "remote", ip)
+	m := s.Exchanger.metrics
+	if ok, wait := s.Exchanger.perIP.allow(ip); !ok {
+		m.limited("ip")
+		m.exchange("", "refused", "rate_limited", time.Since(start))
+		log.InfoContext(ctx, "exchange refused", "event", "exchange", "outcome", "refused", "error", "rate_limited")
+		writeError(w, &Error{Code: "temporarily_unavailable", Description: "rate limit exceeded for this address",
+			Status: http.StatusTooManyRequests, RetryAfter: wait})
+		return
+	}
 	req, perr := parseRequest(w, r)
 	if perr != nil {
+		m.exchange("", "refused", perr.Code, time.Since(start))
 		log.InfoContext(ctx, "exchange refused", "event", "exchange", "outcome", "refused", "error", perr.Code, "reason", perr.Description)
 		writeError(w, perr)
 		return
@@ -114,8 +134,10 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 			attrs = append(attrs, "err", e.Cause.Error())
 		}
 		if e.Status >= 500 {
+			m.exchange(e.Issuer, "failed", e.Code, time.Since(start))
 			log.WarnContext(ctx, "exchange failed", attrs...)
 		} else {
+			m.exchange(e.Issuer, "refused", e.Code, time.Since(start))
 			log.InfoContext(ctx, "exchange refused", attrs...)
 		}
 		writeError(w, e)
@@ -126,6 +148,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	if expiresIn < 1 {
 		expiresIn = 1
 	}
+	m.exchange(res.Issuer, string(res.Outcome), "", time.Since(start))
 	log.InfoContext(ctx, "exchange", "event", "exchange", "outcome", string(res.Outcome), "issuer", res.Issuer,
 		"client", res.Client, "user_id", res.UserID, "role", res.Role, "policies", res.Policies, "rule", res.Rule,
 		"scopes", strings.Join(res.Scopes, " "), "token_fp", Fingerprint(res.Token), "subject_fp", res.SubjectFP,
@@ -274,10 +297,40 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func remoteIP(r *http.Request) string {
+// clientIP is the peer's address, or, when the peer is a trusted proxy, the
+// right-most address of X-Forwarded-For that is not a trusted proxy.
+func (s *Server) clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
+	}
+	trusted := func(a string) bool {
+		ip, err := netip.ParseAddr(strings.TrimSpace(a))
+		if err != nil {
+			return false
+		}
+		for _, p := range s.TrustedProxies {
+			if p.Contains(ip.Unmap()) {
+				return true
+			}
+		}
+		return false
+	}
+	if !trusted(host) {
+		return host
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		h := strings.TrimSpace(hops[i])
+		if h == "" {
+			continue
+		}
+		if _, err := netip.ParseAddr(h); err != nil {
+			return host // malformed: do not believe any of it
+		}
+		if !trusted(h) {
+			return h
+		}
 	}
 	return host
 }
@@ -287,11 +340,11 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	checks := map[string]error{"directus": s.Exchanger.directus.Ping(ctx)}
 	for _, k := range s.Exchanger.verifier.issuers {
-		if _, err := k.keys(ctx, s.Exchanger.now()); err != nil {
-			checks["issuer:"+k.cfg.Name] = err
-		} else {
-			checks["issuer:"+k.cfg.Name] = nil
+		var err error
+		if !k.ready() {
+			err = k.warm(ctx, s.Exchanger.now()) // at most once per cooldown
 		}
+		checks["issuer:"+k.cfg.Name] = err
 	}
 	if s.Ready != nil {
 		for name, err := range s.Ready(ctx) {

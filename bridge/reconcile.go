@@ -118,13 +118,15 @@ func (e *Exchanger) managedID(u directus.User) bool {
 // machine user and touches nothing else. With dryRun it only plans. Every
 // action is idempotent: a failed run leaves nothing inconsistent and the
 // next run picks up.
-func (e *Exchanger) Reconcile(ctx context.Context, rc ReconcileConfig, dryRun bool) (*Report, error) {
+func (e *Exchanger) Reconcile(ctx context.Context, rc ReconcileConfig, dryRun bool) (_ *Report, err error) {
 	rc.SetDefaults()
 	rep := &Report{DryRun: dryRun, Started: e.now(), Actions: map[string]int{}, Changes: []Change{}}
 	defer func() { rep.Duration = e.now().Sub(rep.Started).Round(time.Millisecond).String() }()
+	defer func() { e.metrics.reconciled(rep, err) }()
 	var plans []plan
 	for offset := 0; ; offset += rc.PageSize {
-		users, err := e.directus.ListUsers(ctx, directus.UserFilter{HasExternalIdentifier: true}, rc.PageSize, offset)
+		var users []directus.User
+		users, err = e.directus.ListUsers(ctx, directus.UserFilter{HasExternalIdentifier: true}, rc.PageSize, offset)
 		if err != nil {
 			rep.Error = err.Error()
 			return rep, fmt.Errorf("reconcile: %w", err)
@@ -148,7 +150,7 @@ func (e *Exchanger) Reconcile(ctx context.Context, rc ReconcileConfig, dryRun bo
 		}
 		return rep, nil
 	}
-	if err := e.apply(ctx, plans, rep); err != nil {
+	if err = e.apply(ctx, plans, rep); err != nil {
 		rep.Error = err.Error()
 		return rep, err
 	}

@@ -71,6 +71,7 @@ func (e *Exchanger) revoke(ctx context.Context, ids []string) (int, error) {
 		e.log.Info("token revoked", "event", "revoke", "user_id", r.UserID, "client", r.Client, "issuer", r.Issuer,
 			"expired_at", r.Expiry.UTC().Format(time.RFC3339))
 	}
+	e.metrics.revoked(len(recs))
 	return len(recs), nil
 }
 

@@ -293,3 +293,16 @@ func (s *Store) Close() error {
 	}
 	return err
 }
+
+// LiveTokens counts the records holding a token that has not expired.
+func (s *Store) LiveTokens(now time.Time) int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n := 0
+	for _, r := range s.recs {
+		if r.Token != "" && now.Before(r.Expiry) {
+			n++
+		}
+	}
+	return n
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"reflect"
 	"slices"
 	"sort"
@@ -141,8 +142,10 @@ type issuerKeys struct {
 
 	mu       sync.Mutex
 	verifier *oidc.IDTokenVerifier
+	set      *keySet
 	lastTry  time.Time
 	lastErr  error
+	observe  func(ok bool) // JWKS fetch outcomes, for metrics
 }
 
 const discoveryCooldown = 10 * time.Second
@@ -184,7 +187,9 @@ func (k *issuerKeys) keys(ctx context.Context, now time.Time) (*oidc.IDTokenVeri
 		}
 		jwks = meta.JWKSURI
 	}
-	k.verifier = oidc.NewVerifier(k.cfg.Issuer, oidc.NewRemoteKeySet(k.ctx, jwks), &oidc.Config{
+	k.set = &keySet{url: jwks, client: &http.Client{Timeout: 10 * time.Second}, now: time.Now,
+		cooldown: keySetCooldown, observe: k.observe}
+	k.verifier = oidc.NewVerifier(k.cfg.Issuer, k.set, &oidc.Config{
 		SkipClientIDCheck:    true, // audiences are checked below, against a list
 		SkipExpiryCheck:      true, // exp/nbf/iat are checked below, with the leeway
 		SupportedSigningAlgs: k.cfg.Algorithms,
@@ -192,11 +197,26 @@ func (k *issuerKeys) keys(ctx context.Context, now time.Time) (*oidc.IDTokenVeri
 	return k.verifier, nil
 }
 
-// ready reports whether the issuer's keys could be located.
+// warm discovers the issuer and loads its keys once, so that the first
+// exchange does not pay for it and readiness can tell.
+func (k *issuerKeys) warm(ctx context.Context, now time.Time) error {
+	if _, err := k.keys(ctx, now); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	set := k.set
+	k.mu.Unlock()
+	if set.loaded() {
+		return nil
+	}
+	return set.refresh(ctx, time.Time{})
+}
+
+// ready reports whether the issuer's keys were loaded at least once.
 func (k *issuerKeys) ready() bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.verifier != nil
+	return k.set != nil && k.set.loaded()
 }
 
 // errKeysUnavailable marks a token that could not be checked because the

@@ -160,6 +160,7 @@ func startBridge(t *testing.T, f *fixture, tokens bridge.TokenConfig, users brid
 				Algorithms: []string{"EdDSA"}, RequiredClaims: map[string]any{"gty": "client-credentials"}},
 		},
 		Tokens: tokens, Users: users, Directus: f.admin, Store: bridge.NewMemoryStore(), Logger: log,
+		Limits: bridge.LimitsConfig{PerIP: bridge.RateLimit{Rate: -1}, PerClient: bridge.RateLimit{Rate: -1}},
 	})
 	if err != nil {
 		t.Fatal(err)

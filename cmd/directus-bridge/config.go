@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -24,7 +25,13 @@ import (
 // variables that hold them.
 type Config struct {
 	// Listen is the address of the HTTP server (default 127.0.0.1:8080).
-	Listen    string                 `yaml:"listen"`
+	Listen string `yaml:"listen"`
+	// TLS serves HTTPS when both files are set (for teams without a proxy).
+	TLS TLSConfig `yaml:"tls"`
+	// TrustedProxies are CIDRs of proxies whose X-Forwarded-For is believed.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Limits are per-IP and per-client rate limits on POST /oauth/token.
+	Limits    bridge.LimitsConfig    `yaml:"limits"`
 	Directus  DirectusConfig         `yaml:"directus"`
 	State     StateConfig            `yaml:"state"`
 	Tokens    bridge.TokenConfig     `yaml:"tokens"`
@@ -60,6 +67,12 @@ type StateConfig struct {
 	// KeyFile holds the key; created (0600) with a random key when missing
 	// (default Path + ".key").
 	KeyFile string `yaml:"key_file"`
+}
+
+// TLSConfig names a certificate and key in PEM files.
+type TLSConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // LogConfig shapes the logs.
@@ -107,6 +120,7 @@ func (c *Config) setDefaults() {
 		c.State.KeyFile = c.State.Path + ".key"
 	}
 	c.Reconcile.SetDefaults()
+	c.Limits.SetDefaults()
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -122,6 +136,24 @@ func (c *Config) Validate() error {
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		bad("listen: %q is not host:port", c.Listen)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		bad("tls: set both cert_file and key_file, or neither")
+	}
+	for _, f := range []string{c.TLS.CertFile, c.TLS.KeyFile} {
+		if f != "" {
+			if _, err := os.Stat(f); err != nil {
+				bad("tls: %v", err)
+			}
+		}
+	}
+	for _, p := range c.TrustedProxies {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			bad("trusted_proxies: %q is not a CIDR", p)
+		}
+	}
+	if c.Limits.PerIP.Burst < 0 || c.Limits.PerClient.Burst < 0 {
+		bad("limits: burst must not be negative")
 	}
 	if u, err := url.Parse(c.Directus.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		bad("directus.url: want an http(s) URL, got %q", c.Directus.URL)

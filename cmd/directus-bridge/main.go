@@ -16,12 +16,16 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/directus-bridge/directus-bridge/bridge"
 	"github.com/directus-bridge/directus-bridge/directus"
@@ -43,6 +47,7 @@ commands:
   mappings check     check the rules against the live Directus
   mappings explain   -issuer NAME -client ID -scopes "a b" [-claim k=v]:
                  which rule matches, the role and policies, and why
+  healthcheck [-url URL]   exit 0 when the URL answers 200 (container probes)
   version        print the version
 
 The configuration file is given with -config or DIRECTUS_BRIDGE_CONFIG.
@@ -75,6 +80,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version":
 		fmt.Fprintln(stdout, "directus-bridge", version)
 		return 0
+	case "healthcheck":
+		return healthcheck(args[1:], stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -177,7 +184,9 @@ func serve(args []string, stderr io.Writer) int {
 // runServer runs until ctx ends, then shuts down gracefully: in-flight
 // exchanges finish, new connections are refused, the state store is closed.
 func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) error {
-	ex, store, err := newExchanger(ctx, cfg, log)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ex, store, err := newExchanger(ctx, cfg, log, reg)
 	if err != nil {
 		return err
 	}
@@ -187,6 +196,9 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 		}
 	}()
 	ex.DetectProvider(ctx)
+	if err := ex.Warm(ctx); err != nil {
+		log.Warn("issuer keys not loaded yet; retried on use", "err", err)
+	}
 	dc := ex.Directus()
 
 	go ex.RunRevoker(ctx)
@@ -197,9 +209,14 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 	}
 	defer stopCron()
 
+	var proxies []netip.Prefix
+	for _, p := range cfg.TrustedProxies {
+		proxies = append(proxies, netip.MustParsePrefix(p)) // validated
+	}
 	srv := &http.Server{
-		Addr:              cfg.Listen,
-		Handler:           (&bridge.Server{Exchanger: ex, Logger: log}).Handler(),
+		Addr: cfg.Listen,
+		Handler: (&bridge.Server{Exchanger: ex, Logger: log, TrustedProxies: proxies,
+			MetricsHandler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}).Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -207,7 +224,13 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 		MaxHeaderBytes:    32 << 10,
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
+	go func() {
+		if cfg.TLS.CertFile != "" {
+			errc <- srv.ListenAndServeTLS(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+			return
+		}
+		errc <- srv.ListenAndServe()
+	}()
 	log.Info("directus-bridge serving", "listen", cfg.Listen, "version", version, "issuers", len(cfg.Issuers), "rules", len(cfg.Rules))
 	select {
 	case err := <-errc:
@@ -291,4 +314,27 @@ func watchConfig(ctx context.Context, path string, ex *bridge.Exchanger, dc brid
 		}
 		log.Error("reload refused: the rules in force stay", "err", err)
 	}
+}
+
+// healthcheck GETs a URL and exits 0 on 200: a health probe for images
+// without a shell or curl (the distroless image).
+func healthcheck(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	u := fs.String("url", "http://127.0.0.1:8080/healthz", "URL to probe")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(*u)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintln(stderr, resp.Status)
+		return 1
+	}
+	return 0
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/robfig/cron/v3"
 
 	"github.com/directus-bridge/directus-bridge/bridge"
@@ -36,7 +37,7 @@ func reconcileCmd(args []string, stdout, stderr io.Writer) int {
 	log := newLogger(cfg.Log, stderr)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	ex, store, err := newExchanger(ctx, cfg, log)
+	ex, store, err := newExchanger(ctx, cfg, log, nil)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -69,14 +70,9 @@ func printReport(w io.Writer, rep *bridge.Report) {
 	}
 }
 
-// newExchanger wires the Directus client, the state store and the rules.
-func newExchanger(ctx context.Context, cfg *Config, log *slog.Logger) (*bridge.Exchanger, *bridge.Store, error) {
-	dc, err := directus.New(cfg.Directus.URL, os.Getenv(cfg.Directus.TokenEnv), directus.Options{
-		Timeout: cfg.Directus.Timeout.D(), Retries: cfg.Directus.Retries, UserAgent: "directus-bridge/" + version,
-	})
-	if err != nil {
-		return nil, nil, err
-	}
+// newExchanger wires the state store, the Directus client and the rules;
+// with reg it also creates and registers the metrics.
+func newExchanger(ctx context.Context, cfg *Config, log *slog.Logger, reg prometheus.Registerer) (*bridge.Exchanger, *bridge.Store, error) {
 	key, err := bridge.LoadKey(os.Getenv(cfg.State.KeyEnv), cfg.State.KeyFile)
 	if err != nil {
 		return nil, nil, err
@@ -85,17 +81,34 @@ func newExchanger(ctx context.Context, cfg *Config, log *slog.Logger) (*bridge.E
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (is a bridge already running on this state file?)", err)
 	}
-	ex, err := bridge.NewExchanger(ctx, bridge.Options{
-		Issuers: cfg.Issuers, Tokens: cfg.Tokens, Users: cfg.Users, Directus: dc, Store: store, Logger: log,
-	})
-	if err == nil {
-		err = loadRules(ctx, ex, dc, cfg, log)
+	var metrics *bridge.Metrics
+	if reg != nil {
+		metrics = bridge.NewMetrics(reg, store, time.Now)
 	}
+	ex, err := wire(ctx, cfg, log, store, metrics)
 	if err != nil {
 		store.Close()
 		return nil, nil, err
 	}
 	return ex, store, nil
+}
+
+func wire(ctx context.Context, cfg *Config, log *slog.Logger, store *bridge.Store, metrics *bridge.Metrics) (*bridge.Exchanger, error) {
+	dc, err := directus.New(cfg.Directus.URL, os.Getenv(cfg.Directus.TokenEnv), directus.Options{
+		Timeout: cfg.Directus.Timeout.D(), Retries: cfg.Directus.Retries, UserAgent: "directus-bridge/" + version,
+		Observe: metrics.ObserveDirectus,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ex, err := bridge.NewExchanger(ctx, bridge.Options{
+		Issuers: cfg.Issuers, Tokens: cfg.Tokens, Users: cfg.Users, Directus: dc, Store: store, Logger: log,
+		Limits: cfg.Limits, Metrics: metrics,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ex, loadRules(ctx, ex, dc, cfg, log)
 }
 
 // scheduleReconcile runs the reconciler on cfg.Reconcile.Schedule: runs never
