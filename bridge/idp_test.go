@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,9 +24,24 @@ import (
 type testIssuer struct {
 	URL     string // the issuer string
 	alg     jose.SignatureAlgorithm
-	key     crypto.Signer
-	kid     string
 	fetches atomic.Int64 // JWKS fetches
+
+	mu  sync.Mutex
+	key crypto.Signer
+	kid string
+}
+
+// rotate replaces the issuer's key, as an IdP's key rotation does.
+func (ti *testIssuer) rotate(key crypto.Signer, kid string) {
+	ti.mu.Lock()
+	defer ti.mu.Unlock()
+	ti.key, ti.kid = key, kid
+}
+
+func (ti *testIssuer) current() (crypto.Signer, string) {
+	ti.mu.Lock()
+	defer ti.mu.Unlock()
+	return ti.key, ti.kid
 }
 
 func newTestIssuer(t *testing.T, alg jose.SignatureAlgorithm, trailingSlash bool) *testIssuer {
@@ -62,8 +78,9 @@ func newTestIssuer(t *testing.T, alg jose.SignatureAlgorithm, trailingSlash bool
 	})
 	mux.HandleFunc("/iss/jwks", func(w http.ResponseWriter, r *http.Request) {
 		ti.fetches.Add(1)
+		k, kid := ti.current()
 		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{
-			{Key: key.Public(), KeyID: ti.kid, Algorithm: string(alg), Use: "sig"},
+			{Key: k.Public(), KeyID: kid, Algorithm: string(alg), Use: "sig"},
 		}})
 	})
 	return ti
@@ -72,7 +89,8 @@ func newTestIssuer(t *testing.T, alg jose.SignatureAlgorithm, trailingSlash bool
 // sign returns a compact JWT with the given claims, signed by the issuer's key.
 func (ti *testIssuer) sign(t *testing.T, claims map[string]any) string {
 	t.Helper()
-	return signWith(t, ti.alg, ti.key, ti.kid, "at+jwt", claims)
+	k, kid := ti.current()
+	return signWith(t, ti.alg, k, kid, "at+jwt", claims)
 }
 
 func signWith(t *testing.T, alg jose.SignatureAlgorithm, key any, kid, typ string, claims map[string]any) string {

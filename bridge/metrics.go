@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -73,6 +74,25 @@ func NewMetrics(reg prometheus.Registerer, store *Store, now func() time.Time) *
 			Help: "Issued static tokens that have not expired yet.",
 		}, func() float64 { return float64(store.LiveTokens(now())) }))
 	return m
+}
+
+// names returns the names of all the metrics, registered or not yet observed.
+func (m *Metrics) names() []string {
+	ch := make(chan *prometheus.Desc, 32)
+	for _, c := range []prometheus.Collector{m.exchanges, m.exchangeSeconds, m.directusSeconds, m.directusErrors,
+		m.jwksFetches, m.tokensRevoked, m.reconcileRuns, m.reconcileActions, m.rateLimited} {
+		c.Describe(ch)
+	}
+	close(ch)
+	var out []string
+	for d := range ch {
+		s := d.String() // Desc{fqName: "name", ...}
+		if _, rest, ok := strings.Cut(s, `fqName: "`); ok {
+			name, _, _ := strings.Cut(rest, `"`)
+			out = append(out, name)
+		}
+	}
+	return append(out, "directus_bridge_live_tokens")
 }
 
 func (m *Metrics) exchange(issuer, outcome, code string, d time.Duration) {
