@@ -414,7 +414,7 @@ func TestExchangeSupertokensAndPolicies(t *testing.T) {
 
 func TestExchangeDirectusDown(t *testing.T) {
 	h := newHarness(t, "12.4.0")
-	h.fake.SetFault(func(r *http.Request) (int, string) { return 503, "" })
+	h.fake.SetFault(func(r *http.Request) directustest.Fault { return directustest.Fault{Status: 503} })
 	resp := h.exchange(h.auth0Token("svc-f@clients", "items:read"))
 	if resp.Status != 503 || resp.str("error") != "temporarily_unavailable" || resp.RetryAfter == "" {
 		t.Fatalf("Directus down: got %d %v Retry-After=%q, want 503 with Retry-After", resp.Status, resp.Body, resp.RetryAfter)

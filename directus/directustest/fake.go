@@ -38,7 +38,8 @@ type Server struct {
 	access   map[string]*accessRow
 	requests map[string]int // "METHOD /path" -> count
 	total    int
-	fault    func(r *http.Request) (status int, retryAfter string)
+	times    []time.Time // arrival of every counted request
+	fault    func(r *http.Request) Fault
 }
 
 type userRow struct {
@@ -102,9 +103,24 @@ func NewServer(t interface{ Cleanup(func()) }, o Options) *Server {
 // Close stops the server.
 func (s *Server) Close() { s.srv.Close() }
 
-// SetFault makes every request for which f returns a non-zero status fail
-// with that status (and Retry-After when given); nil clears it.
-func (s *Server) SetFault(f func(r *http.Request) (status int, retryAfter string)) {
+// Fault is what an injected fault does to one request; the zero Fault does
+// nothing.
+type Fault struct {
+	// Delay holds the answer back (a slow Directus).
+	Delay time.Duration
+	// Status, when set, answers with it instead of serving the request:
+	// with Body verbatim when given (malformed answers), else with a
+	// Directus error body.
+	Status     int
+	Body       string
+	RetryAfter string // Retry-After header, when set
+	// LoseAnswer serves the request, then holds the answer back for Delay:
+	// Directus did the write, the caller never hears of it.
+	LoseAnswer bool
+}
+
+// SetFault applies f to every request (ping excluded); nil clears it.
+func (s *Server) SetFault(f func(r *http.Request) Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.fault = f
@@ -134,6 +150,14 @@ func (s *Server) ResetRequests() {
 	defer s.mu.Unlock()
 	s.requests = map[string]int{}
 	s.total = 0
+	s.times = nil
+}
+
+// RequestTimes returns when each counted request arrived.
+func (s *Server) RequestTimes() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Time(nil), s.times...)
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
@@ -143,19 +167,57 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	route := routeName(r)
 	s.requests[route]++
 	s.total++
+	s.times = append(s.times, time.Now())
+	var f Fault
 	if s.fault != nil {
-		if status, ra := s.fault(r); status != 0 {
-			if ra != "" {
-				w.Header().Set("Retry-After", ra)
-			}
-			writeError(w, status, "SERVICE_UNAVAILABLE", "injected fault")
+		f = s.fault(r)
+	}
+	s.mu.Unlock()
+	if f.LoseAnswer {
+		rec := httptest.NewRecorder()
+		s.serveLocked(rec, r, route)
+		select {
+		case <-time.After(f.Delay):
+		case <-r.Context().Done():
+			return
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(rec.Body.Bytes())
+		return
+	}
+	if f.Delay > 0 {
+		select {
+		case <-time.After(f.Delay):
+		case <-r.Context().Done():
 			return
 		}
 	}
+	if f.Status != 0 {
+		if f.RetryAfter != "" {
+			w.Header().Set("Retry-After", f.RetryAfter)
+		}
+		if f.Body != "" {
+			w.Header().Set("Content-Type", "application/json; charset=utf-8")
+			w.WriteHeader(f.Status)
+			_, _ = w.Write([]byte(f.Body))
+			return
+		}
+		writeError(w, f.Status, "SERVICE_UNAVAILABLE", "injected fault")
+		return
+	}
+	s.serveLocked(w, r, route)
+}
+
+// serveLocked serves one request under the server's lock.
+func (s *Server) serveLocked(w http.ResponseWriter, r *http.Request, route string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	caller := s.authenticate(r)
 	if caller == nil {
 		writeError(w, http.StatusUnauthorized, "INVALID_CREDENTIALS", "Invalid user credentials.")
