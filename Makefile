@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: build test unit lint e2e-up e2e-down demo fuzz bench
+.PHONY: build test unit lint e2e-up e2e-down demo fuzz bench soak
 
 ## build: the static binary, the same command the Dockerfile runs
 build:
@@ -36,3 +36,7 @@ demo: build
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./bridge ./mapping
 	bash testdata/stack/with-stack.sh $(GO) run ./cmd/bridge-bench
+
+## soak: 5 minutes of mixed exchanges and reconcile runs; heap and goroutines before/after
+soak:
+	bash testdata/stack/with-stack.sh $(GO) run ./cmd/bridge-soak -duration 5m
