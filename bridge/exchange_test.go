@@ -54,6 +54,7 @@ type harness struct {
 	writer   directus.Role
 	extra    directus.Policy
 	provider string
+	opts     Options
 }
 
 type harnessOpt func(*harness, *Options)
@@ -91,6 +92,7 @@ func newHarness(t *testing.T, version string, opts ...harnessOpt) *harness {
 	for _, f := range opts {
 		f(h, &o)
 	}
+	h.opts = o
 	h.ex, err = NewExchanger(ctx, o)
 	if err != nil {
 		t.Fatal(err)
@@ -636,5 +638,46 @@ func TestHostileTokens(t *testing.T) {
 	}
 	if n := h.fake.Requests(); n != 0 {
 		t.Errorf("hostile tokens made %d Directus requests", n)
+	}
+}
+
+func TestRestartKeepsTokens(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	key, err := LoadKey("", path+".key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, "12.4.0", func(h *harness, o *Options) {
+		if o.Store, err = OpenStore(path, key); err != nil {
+			t.Fatal(err)
+		}
+	})
+	subject := h.auth0Token("durable", "items:read")
+	first := h.exchange(subject).str("access_token")
+	if err := h.opts.Store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The bridge restarts on the same state file.
+	o := h.opts
+	if o.Store, err = OpenStore(path, key); err != nil {
+		t.Fatal(err)
+	}
+	defer o.Store.Close()
+	ex, err := NewExchanger(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex.SetMapper(h.ex.Mapper())
+	h.fake.ResetRequests()
+	res, err := ex.Exchange(t.Context(), Request{SubjectToken: subject})
+	if err != nil || res.Token != first || res.Outcome != Reused {
+		t.Fatalf("after restart: %v %+v, want the same token reused", err, res)
+	}
+	if n := h.fake.Requests(); n != 0 {
+		t.Errorf("Directus requests after restart %d, want 0", n)
+	}
+	h.clock.Add(16 * time.Minute)
+	if n, err := ex.RevokeExpired(t.Context()); err != nil || n != 1 || h.tokenWorks(first) {
+		t.Errorf("revocation after restart: %d, %v", n, err)
 	}
 }
