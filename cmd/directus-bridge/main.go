@@ -109,6 +109,17 @@ func loadValid(path string) (*Config, error) {
 	return c, nil
 }
 
+// loadOrReport loads and validates the configuration, or writes every
+// problem to stderr.
+func loadOrReport(path string, stderr io.Writer) (*Config, bool) {
+	cfg, err := loadValid(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: invalid:\n%v\n", path, err)
+		return nil, false
+	}
+	return cfg, true
+}
+
 func configCheck(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("config check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -116,8 +127,7 @@ func configCheck(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if _, err := loadValid(*path); err != nil {
-		fmt.Fprintf(stderr, "%s: invalid:\n%v\n", *path, err)
+	if _, ok := loadOrReport(*path, stderr); !ok {
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", *path)
@@ -166,9 +176,8 @@ func serve(args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, err := loadValid(*path)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: invalid:\n%v\n", *path, err)
+	cfg, ok := loadOrReport(*path, stderr)
+	if !ok {
 		return 1
 	}
 	log := newLogger(cfg.Log, stderr)

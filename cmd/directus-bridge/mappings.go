@@ -45,9 +45,8 @@ func mappings(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
-	cfg, err := loadValid(*path)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: invalid:\n%v\n", *path, err)
+	cfg, ok := loadOrReport(*path, stderr)
+	if !ok {
 		return 1
 	}
 	dc, err := directus.New(cfg.Directus.URL, os.Getenv(cfg.Directus.TokenEnv), directus.Options{Timeout: cfg.Directus.Timeout.D()})

@@ -29,9 +29,8 @@ func reconcileCmd(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, err := loadValid(*path)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: invalid:\n%v\n", *path, err)
+	cfg, ok := loadOrReport(*path, stderr)
+	if !ok {
 		return 1
 	}
 	log := newLogger(cfg.Log, stderr)
