@@ -81,11 +81,17 @@ func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error
 // found is false when no key matched the kid.
 func verifyWith(jws *jose.JSONWebSignature, keys []jose.JSONWebKey, kid string) (payload []byte, found bool, err error) {
 	err = errors.New("signature does not verify")
+	alg := jws.Signatures[0].Header.Algorithm
 	for i := range keys {
 		if kid != "" && keys[i].KeyID != kid {
 			continue
 		}
 		found = true
+		// A key is used with exactly one algorithm (RFC 8725 §3.1): the
+		// one its JWK names, when it names one.
+		if keys[i].Algorithm != "" && keys[i].Algorithm != alg {
+			continue
+		}
 		if p, verr := jws.Verify(&keys[i]); verr == nil {
 			return p, true, nil
 		}

@@ -1,13 +1,13 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"reflect"
 	"slices"
@@ -246,7 +246,7 @@ func (v *verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
 		return nil, refuse("subject_token is not a signed JWT")
 	}
 	var h header
-	if err := decodeSegment(parts[0], &h); err != nil {
+	if err := decodeSegment(parts[0], &h, registeredHeader); err != nil {
 		return nil, refuse("malformed JWT header")
 	}
 	if h.Enc != "" {
@@ -258,7 +258,7 @@ func (v *verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
 	var unverified struct {
 		Iss string `json:"iss"`
 	}
-	if err := decodeSegment(parts[1], &unverified); err != nil {
+	if err := decodeSegment(parts[1], &unverified, registeredClaims); err != nil {
 		return nil, refuse("malformed JWT payload")
 	}
 	k := v.issuers[unverified.Iss]
@@ -299,16 +299,29 @@ func (v *verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
 // check applies the issuer's rules to verified claims.
 func (v *verifier) check(cfg *IssuerConfig, tok *oidc.IDToken, claims map[string]json.RawMessage, now time.Time) (*Identity, error) {
 	leeway := cfg.Leeway.D()
-	if tok.Expiry.IsZero() {
+	// Dates come from the claims as signed, never from go-oidc's parse,
+	// which accepts quoted numbers and wraps huge ones into the past.
+	var dates [3]time.Time
+	for i, name := range []string{"exp", "nbf", "iat"} {
+		raw, ok := claims[name]
+		if !ok {
+			continue
+		}
+		if dates[i], ok = numericDate(raw); !ok {
+			return nil, refuse("%s is not a NumericDate", name)
+		}
+	}
+	exp, nbf, iat := dates[0], dates[1], dates[2]
+	if exp.IsZero() {
 		return nil, refuse("token has no exp")
 	}
-	if !now.Before(tok.Expiry.Add(leeway)) {
+	if !now.Before(exp.Add(leeway)) {
 		return nil, refuse("token expired")
 	}
-	if nbf, ok := numericDate(claims["nbf"]); ok && now.Add(leeway).Before(nbf) {
+	if !nbf.IsZero() && now.Add(leeway).Before(nbf) {
 		return nil, refuse("token not valid yet (nbf)")
 	}
-	if !tok.IssuedAt.IsZero() && now.Add(leeway).Before(tok.IssuedAt) {
+	if !iat.IsZero() && now.Add(leeway).Before(iat) {
 		return nil, refuse("token issued in the future (iat)")
 	}
 	if !slices.ContainsFunc(cfg.Audiences, func(a string) bool { return slices.Contains(tok.Audience, a) }) {
@@ -345,7 +358,7 @@ func (v *verifier) check(cfg *IssuerConfig, tok *oidc.IDToken, claims map[string
 		Audiences: tok.Audience,
 		Scopes:    slices.Compact(scopes),
 		Claims:    norm,
-		Expiry:    tok.Expiry,
+		Expiry:    exp,
 	}, nil
 }
 
@@ -354,20 +367,76 @@ func typMatches(got, want string) bool {
 	return norm(got) == norm(want)
 }
 
-func decodeSegment(seg string, v any) error {
+// registeredHeader and registeredClaims are the names the bridge and
+// go-oidc read into Go structs, whose encoding/json matching ignores case.
+var (
+	registeredHeader = []string{"alg", "typ", "enc", "crit", "kid", "cty"}
+	registeredClaims = []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "nonce", "at_hash",
+		"_claim_names", "_claim_sources"}
+)
+
+func decodeSegment(seg string, v any, registered []string) error {
 	b, err := base64.RawURLEncoding.DecodeString(seg)
 	if err != nil {
+		return err
+	}
+	if err := uniqueMembers(b, registered); err != nil {
 		return err
 	}
 	return json.Unmarshal(b, v)
 }
 
+// uniqueMembers refuses a JSON object that repeats a member or spells a
+// registered name in another case ("EXP", "Aud", "ſub"). RFC 7519 §4 lets a
+// parser take the last of repeated claims, and encoding/json (the bridge's
+// and go-oidc's) does so and also matches struct fields case-insensitively;
+// the issuer or a proxy may read the first. Refusing both leaves one reading
+// of every token.
+func uniqueMembers(b []byte, registered []string) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil // not an object: json.Unmarshal reports it
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		name, ok := t.(string)
+		if !ok {
+			return errors.New("malformed object")
+		}
+		if seen[name] {
+			return fmt.Errorf("member %q is repeated", name)
+		}
+		seen[name] = true
+		for _, r := range registered {
+			if name != r && strings.EqualFold(name, r) {
+				return fmt.Errorf("member %q is not %q", name, r)
+			}
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// maxNumericDate is 9999-12-31T23:59:59Z; later dates (and negative ones)
+// are refused rather than converted, since float64 to int64 conversion of
+// a huge value is implementation-defined (it wraps to the past on amd64).
+const maxNumericDate = 253402300799
+
+// numericDate reads a NumericDate (RFC 7519 §2): a JSON number of seconds
+// since the epoch, between 0 and maxNumericDate.
 func numericDate(raw json.RawMessage) (time.Time, bool) {
-	var f float64
-	if len(raw) == 0 || json.Unmarshal(raw, &f) != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+	var f *float64 // null is no date
+	if len(raw) == 0 || raw[0] == '"' || json.Unmarshal(raw, &f) != nil || f == nil || !(*f >= 0 && *f <= maxNumericDate) {
 		return time.Time{}, false
 	}
-	return time.Unix(int64(f), 0), true
+	return time.Unix(int64(*f), 0), true
 }
 
 func stringClaim(raw json.RawMessage) string {
@@ -385,19 +454,25 @@ func stringOrList(raw json.RawMessage, split bool) []string {
 	if len(raw) == 0 {
 		return nil
 	}
-	var s string
+	// A *string, because null unmarshals into a string without error (and
+	// without a value): null is no value, in a list or alone.
+	var s *string
 	if json.Unmarshal(raw, &s) == nil {
-		if split {
-			return strings.Fields(s)
+		switch {
+		case s == nil:
+			return nil
+		case split:
+			return strings.Fields(*s)
 		}
-		return []string{s}
+		return []string{*s}
 	}
 	var list []json.RawMessage
 	if json.Unmarshal(raw, &list) == nil {
 		var out []string
 		for _, e := range list {
-			if json.Unmarshal(e, &s) == nil {
-				out = append(out, s)
+			var s *string
+			if json.Unmarshal(e, &s) == nil && s != nil {
+				out = append(out, *s)
 			}
 		}
 		return out
