@@ -11,7 +11,7 @@ build:
 
 ## test: lint, then unit and e2e tests (race detector) against a fresh stack
 ##       of real Directus 12 (PostgreSQL) + 11 (SQLite) + a real OIDC provider
-test: lint build
+test: lint build fuzz
 	bash testdata/stack/with-stack.sh $(GO) test -race -count=1 -timeout 40m ./...
 
 ## unit: unit tests only (e2e tests skip without a stack outside CI)
@@ -21,6 +21,15 @@ unit:
 lint:
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+## fuzz: each fuzz target briefly (FUZZTIME=10s); a finding is written to the
+##       package's testdata/fuzz and fails the run
+FUZZTIME ?= 10s
+fuzz:
+	@for t in FuzzVerify FuzzParseRequest FuzzClaims; do \
+		$(GO) test ./bridge -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) || exit 1; done
+	@for t in FuzzRules FuzzGlob; do \
+		$(GO) test ./mapping -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) || exit 1; done
 
 ## e2e-up / e2e-down: a stack for a person, in /tmp/directus-bridge-stack
 e2e-up:
