@@ -135,7 +135,7 @@ func NewExchanger(ctx context.Context, o Options) (*Exchanger, error) {
 		tokens:    o.Tokens,
 		users:     o.Users,
 		namespace: ns,
-		verifier:  newVerifier(ctx, issuers, o.Now, o.VerifiedCacheSize),
+		verifier:  newVerifier(issuers, o.Now, o.VerifiedCacheSize),
 		directus:  o.Directus,
 		store:     o.Store,
 		log:       o.Logger,
@@ -395,7 +395,7 @@ func (e *Exchanger) upsert(ctx context.Context, id *Identity, res *Result) error
 	rec, known := e.store.Get(res.UserID)
 	newExp := e.newExpiry(id, now)
 	sameGrant := known && rec.Role == res.Role && samePolicies(rec.Policies, res.Policies)
-	if known && sameGrant && !rec.SuspendedByBridge && e.reusable(&rec, newExp, now) {
+	if known && sameGrant && !rec.SuspendedByBridge && !rec.SuspendedByAdmin && e.reusable(&rec, newExp, now) {
 		res.Token, res.Expiry, res.Outcome = rec.Token, rec.Expiry, Reused
 		if slices.Equal(rec.Scopes, res.Scopes) && rec.Issuer == res.Issuer {
 			e.store.Touch(res.UserID, now)
@@ -448,6 +448,7 @@ func (e *Exchanger) upsert(ctx context.Context, id *Identity, res *Result) error
 	}
 	next.Pending = false
 	next.SuspendedByBridge = false
+	next.SuspendedByAdmin = user.Status != "active"
 	next.Policies = map[string]string{}
 	for _, a := range user.Access {
 		if slices.Contains(res.Policies, a.Policy) {

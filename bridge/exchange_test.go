@@ -491,6 +491,17 @@ func TestAdminSuspendedUserStaysSuspended(t *testing.T) {
 	if u := h.user(id); u.Status != "suspended" {
 		t.Errorf("bridge changed an admin suspension: status %q", u.Status)
 	}
+	// Again at once: still refused, not handed the token written meanwhile.
+	if resp := h.exchange(h.auth0Token("svc-g@clients", "items:read")); resp.Status != 400 {
+		t.Errorf("second exchange of a suspended client: %d %v, want 400", resp.Status, resp.Body)
+	}
+	// The administrator reactivates the user: the next exchange works.
+	if _, err := h.admin.UpdateUser(context.Background(), id, directus.UserChange{Status: directus.Ptr("active")}); err != nil {
+		t.Fatal(err)
+	}
+	if resp := h.exchange(h.auth0Token("svc-g@clients", "items:read")); resp.Status != 200 || !h.tokenWorks(resp.str("access_token")) {
+		t.Errorf("after reactivation: %d %v", resp.Status, resp.Body)
+	}
 }
 
 func TestExchangeAdoptsHookUser(t *testing.T) {

@@ -39,6 +39,10 @@ type Record struct {
 	LastExchange time.Time `json:"last_exchange,omitzero"`
 	// SuspendedByBridge: the bridge suspended the user and may reactivate it.
 	SuspendedByBridge bool      `json:"suspended_by_bridge,omitempty"`
+	// SuspendedByAdmin: Directus answered the last write with a status other
+	// than active that the bridge did not set; exchanges are refused (after
+	// asking Directus again) until an administrator reactivates the user.
+	SuspendedByAdmin bool `json:"suspended_by_admin,omitempty"`
 	SuspendedAt       time.Time `json:"suspended_at,omitzero"`
 }
 

@@ -138,7 +138,6 @@ type verifier struct {
 // when discovery was not possible at start.
 type issuerKeys struct {
 	cfg *IssuerConfig
-	ctx context.Context // long-lived key-set context
 
 	mu       sync.Mutex
 	verifier *oidc.IDTokenVerifier
@@ -150,11 +149,11 @@ type issuerKeys struct {
 
 const discoveryCooldown = 10 * time.Second
 
-func newVerifier(ctx context.Context, issuers []IssuerConfig, now func() time.Time, cacheSize int) *verifier {
+func newVerifier(issuers []IssuerConfig, now func() time.Time, cacheSize int) *verifier {
 	v := &verifier{now: now, issuers: map[string]*issuerKeys{}, cache: newVerifiedCache(cacheSize)}
 	for i := range issuers {
 		cfg := &issuers[i]
-		v.issuers[cfg.Issuer] = &issuerKeys{cfg: cfg, ctx: ctx}
+		v.issuers[cfg.Issuer] = &issuerKeys{cfg: cfg}
 	}
 	return v
 }
