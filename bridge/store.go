@@ -38,12 +38,12 @@ type Record struct {
 	// LastExchange is the time of the client's last successful exchange.
 	LastExchange time.Time `json:"last_exchange,omitzero"`
 	// SuspendedByBridge: the bridge suspended the user and may reactivate it.
-	SuspendedByBridge bool      `json:"suspended_by_bridge,omitempty"`
+	SuspendedByBridge bool `json:"suspended_by_bridge,omitempty"`
 	// SuspendedByAdmin: Directus answered the last write with a status other
 	// than active that the bridge did not set; exchanges are refused (after
 	// asking Directus again) until an administrator reactivates the user.
-	SuspendedByAdmin bool `json:"suspended_by_admin,omitempty"`
-	SuspendedAt       time.Time `json:"suspended_at,omitzero"`
+	SuspendedByAdmin bool      `json:"suspended_by_admin,omitempty"`
+	SuspendedAt      time.Time `json:"suspended_at,omitzero"`
 }
 
 // live reports whether r holds a token that may be handed out at now.
