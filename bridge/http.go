@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Token exchange vocabulary (RFC 8693).
@@ -202,6 +203,9 @@ func parseRequest(w http.ResponseWriter, r *http.Request) (Request, *Error) {
 	for k, v := range params {
 		if len(v) > 1 {
 			return bad("parameter %s is repeated", k)
+		}
+		if !utf8.ValidString(k) || !utf8.ValidString(v[0]) {
+			return bad("parameters must be UTF-8")
 		}
 	}
 	get := params.Get
