@@ -3,9 +3,19 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"io"
+	"math/big"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,7 +106,13 @@ func startBinary(t *testing.T, d DirectusInstance, config string, port int) *pro
 
 func startBinaryFile(t *testing.T, d DirectusInstance, path string, port int) *process {
 	t.Helper()
-	p := &process{url: fmt.Sprintf("http://127.0.0.1:%d", port), logs: &lockedBuffer{b: &bytes.Buffer{}}, done: make(chan error, 1)}
+	return startBinaryWith(t, d, path, fmt.Sprintf("http://127.0.0.1:%d", port), http.DefaultClient)
+}
+
+// startBinaryWith starts the binary and polls url/healthz with client.
+func startBinaryWith(t *testing.T, d DirectusInstance, path, url string, client *http.Client) *process {
+	t.Helper()
+	p := &process{url: url, logs: &lockedBuffer{b: &bytes.Buffer{}}, done: make(chan error, 1)}
 	p.cmd = exec.Command(binary(t), "serve", "-config", path)
 	p.cmd.Env = append(os.Environ(), "DIRECTUS_BRIDGE_DIRECTUS_TOKEN="+d.AdminToken)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
@@ -118,7 +134,7 @@ func startBinaryFile(t *testing.T, d DirectusInstance, path string, port int) *p
 	})
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		if resp, err := http.Get(p.url + "/healthz"); err == nil {
+		if resp, err := client.Get(p.url + "/healthz"); err == nil {
 			resp.Body.Close()
 			return p
 		}
@@ -239,6 +255,54 @@ func TestBinary(t *testing.T) {
 			}
 		})
 
+		t.Run("TLSAndMetrics", func(t *testing.T) {
+			dir := t.TempDir()
+			certFile, keyFile, pool := selfSigned(t, dir)
+			port := freePort(t)
+			cfg := binaryConfig(d, port, filepath.Join(dir, "s.db"), "10m", readers) +
+				fmt.Sprintf("tls: {cert_file: %q, key_file: %q}\n", certFile, keyFile)
+			path := filepath.Join(dir, "bridge.yaml")
+			if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+			p := startBinaryWith(t, d, path, fmt.Sprintf("https://127.0.0.1:%d", port), client)
+			id, secret := auth0.registerClient(t, "", "items:read", 600)
+			form := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"},
+				"subject_token": {auth0.token(t, id, secret, "", "")}, "subject_token_type": {"urn:ietf:params:oauth:token-type:access_token"}}
+			resp, err := client.PostForm(p.url+"/oauth/token", form)
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("exchange over TLS: %v %v", err, resp)
+			}
+			resp.Body.Close()
+			// Go's TLS server answers plain HTTP with 400, never with the page.
+			if resp, err := http.Get(strings.Replace(p.url, "https", "http", 1) + "/healthz"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					t.Errorf("plain HTTP served on the TLS port")
+				}
+			}
+			resp, err = client.Get(p.url + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for _, want := range []string{
+				`directus_bridge_exchanges_total{error="",issuer="auth0",outcome="issued"} 1`,
+				`directus_bridge_directus_request_duration_seconds_count{op="create_user",status="2xx"} 1`,
+				`directus_bridge_jwks_fetches_total{issuer="auth0",result="ok"} 1`,
+				`directus_bridge_live_tokens 1`,
+			} {
+				if !strings.Contains(string(body), want) {
+					t.Errorf("metrics lack %s", want)
+				}
+			}
+			if strings.Contains(string(body), id) {
+				t.Errorf("a client id is a metric label")
+			}
+		})
+
 		t.Run("SIGKILLLeavesNoOrphanToken", func(t *testing.T) {
 			port := freePort(t)
 			path := filepath.Join(t.TempDir(), "bridge.yaml")
@@ -350,4 +414,39 @@ func TestBinary(t *testing.T) {
 			}
 		})
 	})
+}
+
+// selfSigned writes a self-signed certificate for 127.0.0.1 and its key, and
+// returns their paths and a pool that trusts the certificate.
+func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
 }
