@@ -12,7 +12,7 @@ build:
 ## test: lint, then unit and e2e tests (race detector) against a fresh stack
 ##       of real Directus 12 (PostgreSQL) + 11 (SQLite) + a real OIDC provider
 test: lint build fuzz
-	bash testdata/stack/with-stack.sh $(GO) test -race -count=1 -timeout 40m ./...
+	DIRECTUS_BRIDGE_REQUIRE_E2E=1 bash testdata/stack/with-stack.sh $(GO) test -race -count=1 -timeout 40m ./...
 
 ## unit: unit tests only (e2e tests skip without a stack outside CI)
 unit:

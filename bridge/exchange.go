@@ -328,7 +328,13 @@ func (e *Exchanger) exchangeVerified(ctx context.Context, id *Identity, req Requ
 		scopes = sortedUnique(req.Scopes)
 	}
 	m := e.mapper.Load()
-	dec := m.Rules.Evaluate(mapping.Input{
+	// Reasons (why each earlier rule did not match) cost a formatted string
+	// per rule: build them only when the debug line will be written.
+	evaluate := m.Rules.Decide
+	if e.log.Enabled(ctx, slog.LevelDebug) {
+		evaluate = m.Rules.Evaluate
+	}
+	dec := evaluate(mapping.Input{
 		Issuer: id.Issuer.Name, Audiences: id.Audiences, Client: id.Client, Scopes: scopes, Claims: id.Claims,
 	})
 	e.log.DebugContext(ctx, "mapping", "issuer", id.Issuer.Name, "client", id.Client, "rule", dec.Rule,

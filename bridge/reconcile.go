@@ -218,7 +218,7 @@ func (e *Exchanger) planUser(u directus.User, rc ReconcileConfig) []plan {
 	}
 	if known && (len(rec.Scopes) > 0 || rec.Issuer != "") {
 		m := e.mapper.Load()
-		d := m.Rules.Evaluate(mapping.Input{Issuer: rec.Issuer, Audiences: rec.Audiences, Client: rec.Client, Scopes: rec.Scopes, Claims: rec.Claims})
+		d := m.Rules.Decide(mapping.Input{Issuer: rec.Issuer, Audiences: rec.Audiences, Client: rec.Client, Scopes: rec.Scopes, Claims: rec.Claims})
 		if d.Deny {
 			return one(ActUnmapped, "no rule grants access for scopes "+fmt.Sprint(rec.Scopes))
 		}

@@ -120,6 +120,11 @@ func checkDecision(t *testing.T, rules mapping.Rules, in mapping.Input) {
 	t.Helper()
 	d := rules.Evaluate(in)
 	describe := func() string { return fmt.Sprintf("rules: %+v\ninput: %+v\ndecision: %+v", rules, in, d) }
+	fast := d
+	fast.Reasons = nil
+	if diff := cmp.Diff(fast, rules.Decide(in)); diff != "" {
+		t.Fatalf("Decide differs from Evaluate without Reasons (-Evaluate +Decide):\n%s\n%s", diff, describe())
+	}
 
 	if d.Role != "" && !slices.ContainsFunc(rules, func(r mapping.Rule) bool { return r.Role == d.Role }) {
 		t.Fatalf("Role %q is not one of the configured roles\n%s", d.Role, describe())

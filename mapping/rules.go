@@ -161,17 +161,26 @@ func subset(a, b []string) bool {
 }
 
 // Evaluate returns the decision for in: the first matching rule wins; no
-// match denies.
-func (rs Rules) Evaluate(in Input) Decision {
+// match denies. Reasons says why each earlier rule did not match; Decide is
+// the same without Reasons, for hot paths.
+func (rs Rules) Evaluate(in Input) Decision { return rs.evaluate(in, true) }
+
+// Decide is Evaluate without Reasons: it builds no explanation strings, so
+// it costs little however many rules come before the match.
+func (rs Rules) Decide(in Input) Decision { return rs.evaluate(in, false) }
+
+func (rs Rules) evaluate(in Input, explain bool) Decision {
 	d := Decision{Index: -1, Deny: true}
-	have := map[string]bool{}
+	have := make(map[string]bool, len(in.Scopes))
 	for _, s := range in.Scopes {
 		have[s] = true
 	}
 	for i, r := range rs {
-		counted, why := r.match(in, have)
-		if why != "" {
-			d.Reasons = append(d.Reasons, r.label(i)+": "+why)
+		counted, ok := r.match(in, have)
+		if !ok {
+			if explain {
+				d.Reasons = append(d.Reasons, r.label(i)+": "+r.why(in, have))
+			}
 			continue
 		}
 		d.Matched, d.Index, d.Rule, d.Deny = true, i, r.label(i), r.Deny
@@ -185,50 +194,75 @@ func (rs Rules) Evaluate(in Input) Decision {
 	return d
 }
 
-// match returns the scopes that counted, or why the rule does not match.
-func (r Rule) match(in Input, have map[string]bool) ([]string, string) {
+// match returns the scopes that counted and whether the rule matches.
+func (r Rule) match(in Input, have map[string]bool) ([]string, bool) {
 	if r.Issuer != "" && r.Issuer != in.Issuer {
-		return nil, fmt.Sprintf("issuer is %q, rule wants %q", in.Issuer, r.Issuer)
+		return nil, false
 	}
 	if r.Audience != "" && !slices.Contains(in.Audiences, r.Audience) {
-		return nil, fmt.Sprintf("audience %q not in token", r.Audience)
+		return nil, false
 	}
 	if r.Client != "" && !Glob(r.Client, in.Client) {
-		return nil, fmt.Sprintf("client %q does not match %q", in.Client, r.Client)
+		return nil, false
 	}
-	var counted []string
-	var missing []string
 	for _, s := range r.AllScopes {
+		if !have[s] {
+			return nil, false
+		}
+	}
+	anyOK := len(r.AnyScopes) == 0
+	for _, s := range r.AnyScopes {
+		if have[s] {
+			anyOK = true
+			break
+		}
+	}
+	if !anyOK {
+		return nil, false
+	}
+	for k, pat := range r.Claims {
+		if !slices.ContainsFunc(in.Claims[k], func(v string) bool { return Glob(pat, v) }) {
+			return nil, false
+		}
+	}
+	counted := slices.Clone(r.AllScopes)
+	for _, s := range r.AnyScopes {
 		if have[s] {
 			counted = append(counted, s)
-		} else {
+		}
+	}
+	return counted, true
+}
+
+// why says why the rule does not match (the first failing condition, in the
+// order match checks them; claims by name).
+func (r Rule) why(in Input, have map[string]bool) string {
+	if r.Issuer != "" && r.Issuer != in.Issuer {
+		return fmt.Sprintf("issuer is %q, rule wants %q", in.Issuer, r.Issuer)
+	}
+	if r.Audience != "" && !slices.Contains(in.Audiences, r.Audience) {
+		return fmt.Sprintf("audience %q not in token", r.Audience)
+	}
+	if r.Client != "" && !Glob(r.Client, in.Client) {
+		return fmt.Sprintf("client %q does not match %q", in.Client, r.Client)
+	}
+	var missing []string
+	for _, s := range r.AllScopes {
+		if !have[s] {
 			missing = append(missing, s)
 		}
 	}
 	if len(missing) > 0 {
-		return nil, fmt.Sprintf("missing scopes %s", strings.Join(missing, " "))
+		return fmt.Sprintf("missing scopes %s", strings.Join(missing, " "))
 	}
-	if len(r.AnyScopes) > 0 {
-		n := len(counted)
-		for _, s := range r.AnyScopes {
-			if have[s] {
-				counted = append(counted, s)
-			}
-		}
-		if len(counted) == n {
-			return nil, fmt.Sprintf("none of the scopes %s", strings.Join(r.AnyScopes, " "))
-		}
+	if len(r.AnyScopes) > 0 && !slices.ContainsFunc(r.AnyScopes, func(s string) bool { return have[s] }) {
+		return fmt.Sprintf("none of the scopes %s", strings.Join(r.AnyScopes, " "))
 	}
-	keys := make([]string, 0, len(r.Claims))
-	for k := range r.Claims {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(r.Claims)) {
 		pat := r.Claims[k]
 		if !slices.ContainsFunc(in.Claims[k], func(v string) bool { return Glob(pat, v) }) {
-			return nil, fmt.Sprintf("claim %s does not match %q", k, pat)
+			return fmt.Sprintf("claim %s does not match %q", k, pat)
 		}
 	}
-	return counted, ""
+	return ""
 }

@@ -1,0 +1,435 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+
+	"github.com/directus-bridge/directus-bridge/bridge"
+)
+
+// newHTTPClient is a keep-alive client whose transport counts requests and
+// connections.
+func newHTTPClient(maxIdle int) *http.Client {
+	return &http.Client{Transport: newCounter(maxIdle), Timeout: 30 * time.Second}
+}
+
+// loadRow is one row of the exchange table.
+type loadRow struct {
+	name string
+	res  result
+	// perOp is the Directus requests per operation (-1: not applicable).
+	perOp float64
+	note  string
+}
+
+// microRow is one verification micro-benchmark per issuer.
+type microRow struct {
+	name string
+	res  map[string]testing.BenchmarkResult // by issuer name
+}
+
+// exchangeReport holds the rows of the exchange table.
+type exchangeReport struct {
+	noop, returning, returningNoCache, newClient, rotation, usersMe *loadRow
+	micro                                                           []microRow
+	issuers                                                         []string
+}
+
+func (r *exchangeReport) rows() []*loadRow {
+	var out []*loadRow
+	for _, row := range []*loadRow{r.noop, r.returning, r.returningNoCache, r.newClient, r.rotation, r.usersMe} {
+		if row != nil {
+			out = append(out, row)
+		}
+	}
+	return out
+}
+
+// exchangeRows measures the exchange rows and their references against e's
+// Directus. first also runs the verification micro-benchmarks (they do not
+// depend on Directus).
+func exchangeRows(ctx context.Context, stderr io.Writer, cfg config, e *env, first bool) (*exchangeReport, error) {
+	rep := &exchangeReport{issuers: []string{"auth0", "supertokens", "eddsa"}}
+	conc := cfg.concurrency
+	idp := newHTTPClient(8)
+	auth0 := e.st.IdP.Issuers["auth0"]
+	nNew := min(cfg.newClients, cfg.maxRequests)
+	progress(stderr, "%s: registering %d + %d + %d IdP clients", e.d.Name, conc, conc, nNew)
+	t0 := time.Now()
+	prefix := "bridge-bench-" + e.run
+	returning, err := registerClients(ctx, idp, "auth0", auth0, prefix+"-ret", conc, 3600, 4)
+	if err != nil {
+		return rep, err
+	}
+	// Rotation clients' subject tokens outlive the 1h bridge tokens, so the
+	// TTL cap never makes a token reusable.
+	rotating, err := registerClients(ctx, idp, "auth0", auth0, prefix+"-rot", conc, 7200, 4)
+	if err != nil {
+		return rep, err
+	}
+	pool, err := registerClients(ctx, idp, "auth0", auth0, prefix+"-new", nNew, 3600, 4)
+	if err != nil {
+		return rep, err
+	}
+	progress(stderr, "%s: registered in %s", e.d.Name, time.Since(t0).Round(time.Millisecond))
+
+	inst, err := newInstance(ctx, e, bridge.TokenConfig{}, 0)
+	if err != nil {
+		return rep, err
+	}
+	defer inst.stop()
+	hc := newHTTPClient(conc)
+	defer hc.CloseIdleConnections()
+
+	// Warm up: the returning clients' first exchange creates their users.
+	forms := make([]string, len(returning))
+	live := make([]string, len(returning))
+	var answer []byte
+	for i, c := range returning {
+		forms[i] = exchangeForm(c.Token)
+		e.users = append(e.users, e.userID(c.Subject))
+		st, body, err := post(ctx, hc, inst.url, forms[i])
+		if err := expectOK(st, body, err); err != nil {
+			return rep, fmt.Errorf("first exchange of %s: %w", c.ID, err)
+		}
+		var tok struct {
+			AccessToken string `json:"access_token"`
+		}
+		_ = json.Unmarshal(body, &tok)
+		live[i], answer = tok.AccessToken, body
+	}
+
+	// Reference: a no-op handler in the same server stack, same form POST,
+	// answering the same bytes as an exchange.
+	progress(stderr, "%s: no-op handler", e.d.Name)
+	noopURL, stopNoop, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write(answer)
+	}))
+	if err != nil {
+		return rep, err
+	}
+	res := load(ctx, conc, cfg.duration, cfg.maxRequests, func(ctx context.Context, w, _ int) error {
+		return expectOK(post(ctx, hc, noopURL+"/oauth/token", forms[w%len(forms)]))
+	})
+	stopNoop()
+	rep.noop = &loadRow{name: "no-op handler, same server stack and form POST (reference)", res: res, perOp: -1}
+
+	exchangeRow := func(name string, in *instance, op func(ctx context.Context, w, i int) error, maxOps int) *loadRow {
+		progress(stderr, "%s: %s", e.d.Name, name)
+		before, busy, dials := in.directus.reqs.Load(), in.directus.busy.Load(), in.directus.dials.Load()
+		res := load(ctx, conc, cfg.duration, maxOps, op)
+		res.directus = in.directus.reqs.Load() - before
+		row := &loadRow{name: name, res: res, perOp: res.perOp(res.directus)}
+		if res.directus > 0 {
+			var total time.Duration
+			for _, l := range res.lat {
+				total += l
+			}
+			mean := total / time.Duration(max(1, len(res.lat)))
+			row.note = fmt.Sprintf("mean latency %s, of which waiting for Directus %s; %d new connections to Directus for %d requests",
+				ms(mean), ms(time.Duration(in.directus.busy.Load()-busy)/time.Duration(res.ok+res.failed)),
+				in.directus.dials.Load()-dials, res.directus)
+		}
+		return row
+	}
+	reuse := func(in *instance) func(ctx context.Context, w, _ int) error {
+		return func(ctx context.Context, w, _ int) error {
+			return expectOK(post(ctx, hc, in.url, forms[w%len(forms)]))
+		}
+	}
+	rep.returning = exchangeRow("(a) returning client, live token reused", inst, reuse(inst), cfg.maxRequests)
+
+	instNoCache, err := newInstance(ctx, e, bridge.TokenConfig{}, -1)
+	if err != nil {
+		return rep, err
+	}
+	defer instNoCache.stop()
+	rep.returningNoCache = exchangeRow("(a') returning client, verified-token cache off", instNoCache, reuse(instNoCache), cfg.maxRequests)
+
+	// (b) new clients, each exchanged once.
+	newForms := make([]string, len(pool))
+	for i, c := range pool {
+		newForms[i] = exchangeForm(c.Token)
+	}
+	started := make([]bool, len(pool))
+	rep.newClient = exchangeRow("(b) new client (one exchange each)", inst, func(ctx context.Context, _, i int) error {
+		started[i] = true
+		return expectOK(post(ctx, hc, inst.url, newForms[i]))
+	}, len(pool))
+	for i, s := range started {
+		if s {
+			e.users = append(e.users, e.userID(pool[i].Subject))
+		}
+	}
+	rep.newClient.note = fmt.Sprintf("%d of %d registered clients used; %s",
+		rep.newClient.res.ok+rep.newClient.res.failed, len(pool), rep.newClient.note)
+
+	// (c) rotation at every exchange: ttl 1h, rotate_before 1h - 1ms.
+	instRot, err := newInstance(ctx, e, bridge.TokenConfig{TTL: bridge.Duration(time.Hour),
+		RotateBefore: bridge.Duration(time.Hour - time.Millisecond)}, 0)
+	if err != nil {
+		return rep, err
+	}
+	defer instRot.stop()
+	rotForms := make([]string, len(rotating))
+	last := make([]string, len(rotating))
+	exchangeToken := func(ctx context.Context, form string) (string, error) {
+		st, body, err := post(ctx, hc, instRot.url, form)
+		if err := expectOK(st, body, err); err != nil {
+			return "", err
+		}
+		var tok struct {
+			AccessToken string `json:"access_token"`
+		}
+		err = json.Unmarshal(body, &tok)
+		return tok.AccessToken, err
+	}
+	for i, c := range rotating {
+		rotForms[i] = exchangeForm(c.Token)
+		e.users = append(e.users, e.userID(c.Subject))
+		if last[i], err = exchangeToken(ctx, rotForms[i]); err != nil {
+			return rep, fmt.Errorf("first exchange of %s: %w", c.ID, err)
+		}
+	}
+	rep.rotation = exchangeRow("(c) rotation at every exchange", instRot, func(ctx context.Context, w, _ int) error {
+		tok, err := exchangeToken(ctx, rotForms[w])
+		if err != nil {
+			return err
+		}
+		if tok == last[w] {
+			return errNotRotated
+		}
+		last[w] = tok
+		return nil
+	}, cfg.maxRequests)
+
+	// Reference: Directus GET /users/me with the returning clients' tokens.
+	progress(stderr, "%s: Directus GET /users/me", e.d.Name)
+	dhc := newHTTPClient(conc)
+	defer dhc.CloseIdleConnections()
+	res = load(ctx, conc, cfg.duration, cfg.maxRequests, func(ctx context.Context, w, _ int) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.d.URL+"/users/me", nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+live[w%len(live)])
+		resp, err := dhc.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET /users/me: status %d", resp.StatusCode)
+		}
+		return nil
+	})
+	res.directus = dhc.Transport.(*counter).reqs.Load()
+	rep.usersMe = &loadRow{name: "Directus GET /users/me, static token (reference)", res: res, perOp: res.perOp(res.directus)}
+
+	if first {
+		if err := rep.microBenchmarks(ctx, stderr, cfg, e, idp, inst, instNoCache); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+// microBenchmarks measures, per issuer, one bare go-oidc verification of a
+// subject token against the whole in-process exchange of a returning client
+// presenting that token, with the verified-token cache on and off. Each
+// runs cfg.rounds times, interleaved; the fastest round counts (the least
+// disturbed by anything else on the machine).
+func (r *exchangeReport) microBenchmarks(ctx context.Context, stderr io.Writer, cfg config, e *env, idp *http.Client, on, off *instance) error {
+	testing.Init()
+	if err := flag.Set("test.benchtime", cfg.verifyTime.String()); err != nil {
+		return err
+	}
+	bare := microRow{name: "go-oidc Verify, bare (reference)", res: map[string]testing.BenchmarkResult{}}
+	cached := microRow{name: "exchange in-process, returning, cache on", res: map[string]testing.BenchmarkResult{}}
+	uncached := microRow{name: "exchange in-process, returning, cache off", res: map[string]testing.BenchmarkResult{}}
+	type bench struct {
+		row    *microRow
+		issuer string
+		op     func() error
+	}
+	var benches []bench
+	for _, name := range r.issuers {
+		is := e.st.IdP.Issuers[name]
+		cs, err := registerClients(ctx, idp, name, is, "bridge-bench-"+e.run+"-verify-"+name, 1, 3600, 1)
+		if err != nil {
+			return err
+		}
+		e.users = append(e.users, e.userID(cs[0].Subject))
+		tok := cs[0].Token
+		ov := oidc.NewVerifier(is.Issuer, oidc.NewRemoteKeySet(ctx, is.JWKSURI),
+			&oidc.Config{SkipClientIDCheck: true, SupportedSigningAlgs: []string{is.Alg}})
+		verify := func() error {
+			_, err := ov.Verify(ctx, tok)
+			return err
+		}
+		if err := verify(); err != nil { // fetches the keys
+			return fmt.Errorf("go-oidc verify %s: %w", name, err)
+		}
+		benches = append(benches, bench{&bare, name, verify})
+		req := bridge.Request{SubjectToken: tok}
+		for _, c := range []struct {
+			row *microRow
+			in  *instance
+		}{{&cached, on}, {&uncached, off}} {
+			if _, err := c.in.ex.Exchange(ctx, req); err != nil { // creates the user
+				return fmt.Errorf("exchange %s: %w", name, err)
+			}
+			benches = append(benches, bench{c.row, name, func() error {
+				res, err := c.in.ex.Exchange(ctx, req)
+				if err == nil && res.Outcome != bridge.Reused {
+					err = fmt.Errorf("outcome %s, want %s", res.Outcome, bridge.Reused)
+				}
+				return err
+			}})
+		}
+	}
+	for round := range cfg.rounds {
+		progress(stderr, "%s: verification micro-benchmarks, round %d of %d", e.d.Name, round+1, cfg.rounds)
+		for _, bm := range benches {
+			var failure error
+			res := testing.Benchmark(func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if err := bm.op(); err != nil {
+						failure = err
+						b.FailNow()
+					}
+				}
+			})
+			if failure != nil || res.N == 0 {
+				return fmt.Errorf("%s, %s: %v", bm.row.name, bm.issuer, failure)
+			}
+			if prev, ok := bm.row.res[bm.issuer]; !ok || res.NsPerOp() < prev.NsPerOp() {
+				bm.row.res[bm.issuer] = res
+			}
+		}
+	}
+	r.micro = []microRow{bare, cached, uncached}
+	return nil
+}
+
+func ms(d time.Duration) string {
+	return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000)
+}
+
+func (r *exchangeReport) print(w io.Writer, cfg config) {
+	if r.noop == nil {
+		return
+	}
+	noop := r.noop.res.rate()
+	fmt.Fprintf(w, "\n### Exchanges (%d concurrent clients, %s per row)\n\n", cfg.concurrency, cfg.duration)
+	fmt.Fprintln(w, "| row | requests | per second | p50 | p99 | Directus requests each | throughput vs no-op | CPU per request (this process) |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
+	for _, row := range r.rows() {
+		res := row.res
+		per := "-"
+		if row.perOp >= 0 {
+			per = fmt.Sprintf("%.2f", row.perOp)
+		}
+		ratio := "1.00×"
+		if row != r.noop && noop > 0 {
+			ratio = fmt.Sprintf("%.2f×", res.rate()/noop)
+		}
+		cpu := "-"
+		if res.ok > 0 {
+			cpu = fmt.Sprintf("%d µs", res.cpu.Microseconds()/int64(res.ok+res.failed))
+		}
+		fmt.Fprintf(w, "| %s | %d | %.0f | %s | %s | %s | %s | %s |\n", row.name, res.ok, res.rate(), ms(res.pct(0.50)), ms(res.pct(0.99)), per, ratio, cpu)
+	}
+	for _, row := range r.rows() {
+		if row.res.failed > 0 {
+			fmt.Fprintf(w, "\n%s: %d requests failed, first: %v", row.name, row.res.failed, row.res.firstErr)
+		}
+		if row.note != "" {
+			fmt.Fprintf(w, "\n%s: %s", row.name, row.note)
+		}
+	}
+	fmt.Fprintln(w)
+	if len(r.micro) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\n### Verification (one goroutine, ns per operation)\n\n")
+	fmt.Fprint(w, "| operation |")
+	for _, name := range r.issuers {
+		fmt.Fprintf(w, " %s (%s) | vs bare |", name, algOf(name))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprint(w, "|---|")
+	for range r.issuers {
+		fmt.Fprint(w, "---:|---:|")
+	}
+	fmt.Fprintln(w)
+	bare := r.micro[0]
+	for _, m := range r.micro {
+		fmt.Fprintf(w, "| %s |", m.name)
+		for _, name := range r.issuers {
+			res := m.res[name]
+			ratio := float64(res.NsPerOp()) / float64(max(1, bare.res[name].NsPerOp()))
+			fmt.Fprintf(w, " %s, %d allocs | %.3f× |", nsString(res.NsPerOp()), res.AllocsPerOp(), ratio)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+func algOf(issuer string) string {
+	return map[string]string{"auth0": "RS256", "supertokens": "ES256", "eddsa": "EdDSA"}[issuer]
+}
+
+func nsString(ns int64) string {
+	if ns >= 10000 {
+		return fmt.Sprintf("%.1f µs", float64(ns)/1000)
+	}
+	return fmt.Sprintf("%d ns", ns)
+}
+
+func (r *exchangeReport) verdicts() []verdict {
+	var out []verdict
+	if r == nil || r.noop == nil || r.returning == nil {
+		return out
+	}
+	noop := r.noop.res.rate()
+	ret := r.returning
+	out = append(out,
+		verdict{ok: ret.perOp == 0 && ret.res.ok > 0, what: "returning client: 0 Directus requests",
+			got: fmt.Sprintf("%.3f per exchange (%d over %d exchanges)", ret.perOp, ret.res.directus, ret.res.ok)},
+		verdict{ok: ret.res.rate() >= noop/2, what: "returning client: at least 0.5× the no-op throughput",
+			got:  fmt.Sprintf("%.0f/s = %.2f× of %.0f/s", ret.res.rate(), ret.res.rate()/noop, noop),
+			miss: fmt.Sprintf("%.0f/s short of %.0f/s", noop/2-ret.res.rate(), noop/2)},
+		verdict{ok: ret.res.pct(0.99) < 5*time.Millisecond && ret.res.ok > 0, what: "returning client: p99 under 5 ms",
+			got: ms(ret.res.pct(0.99)), miss: ms(ret.res.pct(0.99)-5*time.Millisecond) + " over"},
+	)
+	if r.newClient != nil {
+		out = append(out, verdict{ok: r.newClient.perOp <= 2 && r.newClient.res.ok > 0, what: "new client: at most 2 Directus requests",
+			got:  fmt.Sprintf("%.2f per exchange", r.newClient.perOp),
+			miss: fmt.Sprintf("%.2f over", r.newClient.perOp-2)})
+	}
+	if r.rotation != nil {
+		out = append(out, verdict{ok: r.rotation.perOp <= 1 && r.rotation.res.ok > 0 && r.rotation.res.failed == 0,
+			what: "rotation: 1 Directus request", got: fmt.Sprintf("%.2f per exchange, %d failed", r.rotation.perOp, r.rotation.res.failed),
+			miss: fmt.Sprintf("%.2f over", r.rotation.perOp-1)})
+	}
+	if len(r.micro) == 3 {
+		bare, cached := r.micro[0].res["auth0"], r.micro[1].res["auth0"]
+		out = append(out, verdict{ok: cached.NsPerOp() < bare.NsPerOp(), what: "repeated subject token does not pay full verification again",
+			got: fmt.Sprintf("cached in-process exchange %s vs bare go-oidc verify %s (RS256), %.3f×",
+				nsString(cached.NsPerOp()), nsString(bare.NsPerOp()), float64(cached.NsPerOp())/float64(max(1, bare.NsPerOp())))})
+	}
+	return out
+}

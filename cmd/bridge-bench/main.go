@@ -1,0 +1,357 @@
+// Command bridge-bench is the load benchmark of directus-bridge (issue 8).
+// It runs an in-process bridge (bridge.NewExchanger behind
+// bridge.Server.Handler on a loopback port, wired as `directus-bridge serve`
+// wires it: bbolt state, JSON logs, metrics) against the real test stack
+// that testdata/stack describes in stack.json, drives it with a keep-alive
+// HTTP client from -concurrency goroutines, and prints one table:
+// exchanges/s, p50 and p99 latency, and the Directus requests per exchange,
+// counted by an http.RoundTripper given to the bridge as
+// directus.Options.Transport, for
+//
+//   - returning clients whose live token is reused (verified-token cache on
+//     and off),
+//   - new clients (IdP clients registered up front, each exchanged once),
+//   - clients whose token must be rotated at every exchange (ttl 1h,
+//     rotate_before just under it),
+//
+// next to three reference rows measured in the same run: a no-op handler in
+// the same server stack answering the same form POST, one bare go-oidc
+// verification of the same subject token (ns/op, with the bridge's
+// in-process exchange for comparison), and Directus GET /users/me with a
+// static token. A second table benchmarks the reconciler over -users seeded
+// machine users: nothing to do, expired tokens, role changes.
+//
+// Every row is bounded by -duration and -max-requests. The targets of
+// issue 8 are printed as PASS or MISS with the numbers; a miss does not fail
+// the command (only a broken run does).
+//
+// Usage (make bench brings up a fresh stack and runs exactly this):
+//
+//	DIRECTUS_BRIDGE_STACK=/tmp/directus-bridge-stack/stack.json go run ./cmd/bridge-bench
+//
+// Everything it creates in Directus (roles, policies, users) is named
+// bridge-bench-<run> and deleted at the end. Machine user ids are UUIDv5 of
+// the client id in a namespace drawn for the run (not the NIL namespace), so
+// that neither this run nor another bridge's reconciler on a shared stack
+// takes the other's users for its own.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/directus-bridge/directus-bridge/bridge"
+	"github.com/directus-bridge/directus-bridge/directus"
+	"github.com/directus-bridge/directus-bridge/mapping"
+)
+
+// config holds the flags.
+type config struct {
+	stack       string
+	duration    time.Duration
+	concurrency int
+	maxRequests int
+	newClients  int
+	users       int
+	changes     int
+	allDirectus bool
+	reconcile   bool
+	verifyTime  time.Duration
+	rounds      int
+	idleConns   int
+	cpuProfile  string
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var cfg config
+	fs := flag.NewFlagSet("bridge-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.stack, "stack", os.Getenv("DIRECTUS_BRIDGE_STACK"), "stack.json of the test stack (env DIRECTUS_BRIDGE_STACK)")
+	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "measuring time per load row")
+	fs.IntVar(&cfg.concurrency, "concurrency", 8, "concurrent clients of the load rows")
+	fs.IntVar(&cfg.maxRequests, "max-requests", 250000, "at most this many requests per load row")
+	fs.IntVar(&cfg.newClients, "new-clients", 1000, "IdP clients registered up front for the new-client row (capped by -max-requests)")
+	fs.IntVar(&cfg.users, "users", 10000, "machine users seeded for the reconciler benchmark")
+	fs.IntVar(&cfg.changes, "changes", 1000, "expired tokens and role changes in the reconciler benchmark")
+	fs.BoolVar(&cfg.allDirectus, "all-directus", false, "also run against the stack's other Directus instances (11 on SQLite)")
+	fs.BoolVar(&cfg.reconcile, "reconcile", true, "run the reconciler benchmark")
+	fs.DurationVar(&cfg.verifyTime, "verify-time", 500*time.Millisecond, "measuring time of each verification micro-benchmark")
+	fs.IntVar(&cfg.idleConns, "directus-idle-conns", runtime.GOMAXPROCS(0)+1,
+		"idle keep-alive connections per host of the bridge's Directus transport (default: resty's, as in production)")
+	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (this process) to `file`")
+	fs.IntVar(&cfg.rounds, "verify-rounds", 3, "rounds of the verification micro-benchmarks (the fastest counts)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if cfg.concurrency < 1 || cfg.duration <= 0 || cfg.maxRequests < 1 || cfg.rounds < 1 || cfg.changes*3 > cfg.users {
+		fmt.Fprintln(stderr, "bridge-bench: need -concurrency >= 1, -duration > 0, -max-requests >= 1, -verify-rounds >= 1, -users >= 3 * -changes")
+		return 2
+	}
+	st, err := loadStack(cfg.stack)
+	if err != nil {
+		fmt.Fprintln(stderr, "bridge-bench:", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "bridge-bench:", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "bridge-bench:", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
+
+	start := time.Now()
+	printHeader(stdout, cfg)
+	instances := st.Directus[:1]
+	if cfg.allDirectus {
+		instances = st.Directus
+	}
+	var verdicts []verdict
+	failed := false
+	for i, d := range instances {
+		vs, err := benchDirectus(ctx, stdout, stderr, cfg, st, d, i == 0)
+		verdicts = append(verdicts, vs...)
+		if err != nil {
+			fmt.Fprintf(stderr, "bridge-bench: %s: %v\n", d.Name, err)
+			failed = true
+		}
+	}
+	met := 0
+	for _, v := range verdicts {
+		if v.ok {
+			met++
+		}
+	}
+	summary := fmt.Sprintf("bridge-bench: %d of %d targets met, %s in all", met, len(verdicts), time.Since(start).Round(time.Second))
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fmt.Fprintf(stdout, "\nload average at the end: %s\n", strings.Join(strings.Fields(string(b))[:3], " "))
+	}
+	fmt.Fprintln(stdout, "\n"+summary)
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+func printHeader(w io.Writer, cfg config) {
+	fmt.Fprintf(w, "# directus-bridge load benchmark (%s)\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(w, "machine: %d CPUs (GOMAXPROCS %d), %s/%s, %s, %s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0),
+		runtime.GOOS, runtime.GOARCH, cpuModel(), runtime.Version())
+	fmt.Fprintf(w, "load: %d concurrent keep-alive clients in this process, %s per row, at most %d requests per row; loopback only\n",
+		cfg.concurrency, cfg.duration, cfg.maxRequests)
+	fmt.Fprintf(w, "bridge: in-process, bbolt state, JSON info logs, metrics, rate limits out of reach; %d idle connections to Directus\n",
+		cfg.idleConns)
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fmt.Fprintf(w, "load average at start: %s\n", strings.Join(strings.Fields(string(b))[:3], " "))
+	}
+}
+
+// cpuModel reads the CPU model from /proc/cpuinfo.
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+// env is what one Directus's benchmark shares: the run's names, the roles
+// the rules grant, the issuers, the state store, and what to clean up.
+type env struct {
+	d       directusInstance
+	st      *stack
+	run     string
+	ns      uuid.UUID
+	admin   *adminAPI
+	dc      *directus.Client // admin client, not counted
+	reader  directus.Role
+	writer  directus.Role
+	rules   mapping.Rules
+	issuers []bridge.IssuerConfig
+	store   *bridge.Store
+	dir     string
+	// idleConns is what the bridge's Directus transport keeps.
+	idleConns int
+
+	roles    []string
+	policies []string
+	users    []string // machine users created by the exchange rows
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func newEnv(ctx context.Context, cfg config, st *stack, d directusInstance) (*env, error) {
+	e := &env{d: d, st: st, run: randomHex(4), ns: uuid.New(), idleConns: cfg.idleConns}
+	e.admin = &adminAPI{url: d.URL, token: d.AdminToken, hc: newHTTPClient(4)}
+	var err error
+	if e.dc, err = directus.New(d.URL, d.AdminToken, directus.Options{}); err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "bridge-bench-")
+	if err != nil {
+		return nil, err
+	}
+	e.dir = dir
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	if e.store, err = bridge.OpenStore(filepath.Join(dir, "state.db"), key); err != nil {
+		return e, err
+	}
+	for _, r := range []struct {
+		role *directus.Role
+		name string
+	}{{&e.reader, "reader"}, {&e.writer, "writer"}} {
+		p, err := e.dc.CreatePolicy(ctx, directus.Policy{Name: "bridge-bench-" + r.name + "-" + e.run})
+		if err != nil {
+			return e, err
+		}
+		e.policies = append(e.policies, p.ID)
+		*r.role, err = e.dc.CreateRole(ctx, directus.Role{Name: "bridge-bench-" + r.name + "-" + e.run, Policies: []string{p.ID}})
+		if err != nil {
+			return e, err
+		}
+		e.roles = append(e.roles, r.role.ID)
+	}
+	e.rules = mapping.Rules{{Name: "readers", AnyScopes: []string{"items:read"}, Role: e.reader.Name}}
+	is := st.IdP.Issuers
+	e.issuers = []bridge.IssuerConfig{
+		{Name: "auth0", Issuer: is["auth0"].Issuer, Audiences: []string{is["auth0"].Audience},
+			RequiredClaims: map[string]any{"gty": "client-credentials"}, RequireTyp: "at+jwt"},
+		{Name: "supertokens", Issuer: is["supertokens"].Issuer, Audiences: []string{is["supertokens"].Audience},
+			Algorithms: []string{"ES256"}, RequiredClaims: map[string]any{"stt": 1}, ScopeClaims: []string{"scp"}},
+		{Name: "eddsa", Issuer: is["eddsa"].Issuer, Audiences: []string{is["eddsa"].Audience}, Algorithms: []string{"EdDSA"}},
+	}
+	return e, nil
+}
+
+// userID is the Directus user id of a client in this run's namespace.
+func (e *env) userID(subject string) string { return bridge.UserID(e.ns, nil, subject) }
+
+// deleteUsers deletes the machine users the exchange rows created.
+func (e *env) deleteUsers(stderr io.Writer) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := e.admin.deleteUsers(ctx, e.users, 500); err != nil {
+		fmt.Fprintln(stderr, "bridge-bench: cleanup:", err)
+		return
+	}
+	e.users = nil
+}
+
+// cleanup deletes what the run created in Directus and its state file.
+func (e *env) cleanup(stderr io.Writer) {
+	e.deleteUsers(stderr)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	for _, id := range e.roles {
+		if err := e.admin.do(ctx, "DELETE", "/roles/"+id, nil, nil); err != nil {
+			fmt.Fprintln(stderr, "bridge-bench: cleanup:", err)
+		}
+	}
+	for _, id := range e.policies {
+		if err := e.admin.do(ctx, "DELETE", "/policies/"+id, nil, nil); err != nil {
+			fmt.Fprintln(stderr, "bridge-bench: cleanup:", err)
+		}
+	}
+	if e.store != nil {
+		_ = e.store.Close()
+	}
+	if e.dir != "" {
+		_ = os.RemoveAll(e.dir)
+	}
+}
+
+// benchDirectus runs every row against one Directus and prints its tables.
+func benchDirectus(ctx context.Context, stdout, stderr io.Writer, cfg config, st *stack, d directusInstance, first bool) ([]verdict, error) {
+	fmt.Fprintf(stdout, "\n## Directus %s (%s) at %s\n", d.Version, d.Database, d.URL)
+	e, err := newEnv(ctx, cfg, st, d)
+	if e != nil {
+		defer e.cleanup(stderr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	ex, err := exchangeRows(ctx, stderr, cfg, e, first)
+	if ex != nil {
+		ex.print(stdout, cfg)
+	}
+	verdicts := ex.verdicts()
+	if err != nil {
+		return verdicts, err
+	}
+	e.deleteUsers(stderr) // before the reconciler scans every machine user
+	if cfg.reconcile {
+		rec, err := reconcileRows(ctx, stderr, cfg, e)
+		if rec != nil {
+			rec.print(stdout, cfg)
+			verdicts = append(verdicts, rec.verdicts(cfg)...)
+		}
+		if err != nil {
+			return verdicts, err
+		}
+	}
+	fmt.Fprintln(stdout, "\n### Targets (issue 8)")
+	for _, v := range verdicts {
+		fmt.Fprintln(stdout, v)
+	}
+	return verdicts, nil
+}
+
+// verdict is one target checked against a measurement.
+type verdict struct {
+	ok   bool
+	what string
+	got  string
+	miss string // by how much, when missed
+}
+
+func (v verdict) String() string {
+	s := "PASS"
+	if !v.ok {
+		s = "MISS"
+	}
+	out := fmt.Sprintf("- %s %s: %s", s, v.what, v.got)
+	if !v.ok && v.miss != "" {
+		out += " (" + v.miss + ")"
+	}
+	return out
+}
+
+func progress(w io.Writer, format string, a ...any) {
+	fmt.Fprintf(w, "bridge-bench: "+format+"\n", a...)
+}

@@ -1,0 +1,118 @@
+package mapping
+
+// Benchmarks of what every exchange costs the rules (issue 8): scope
+// normalisation and Rules.Evaluate over a realistic set of 20 rules.
+//
+//	go test -run '^$' -bench . -benchmem ./mapping
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// benchRules are 20 rules of the kinds a deployment writes: per-service
+// rules with client globs and scope conditions, claim conditions, issuer-
+// and audience-bound rules, deny rules, and a catch-all reader at the end.
+func benchRules() Rules {
+	var rs Rules
+	services := []string{"billing", "orders", "catalog", "search", "mailer", "reports", "audit", "media"}
+	for _, s := range services {
+		rs = append(rs, Rule{
+			Name: s + "-writers", Issuer: "auth0", Audience: "directus",
+			Client: "svc-" + s + "-*", AllScopes: []string{s + ":read"}, AnyScopes: []string{s + ":write", s + ":admin"},
+			Role: s + " editor", Policies: []string{"audit log"},
+		})
+	}
+	for _, s := range services[:4] {
+		rs = append(rs, Rule{
+			Name: s + "-team", Claims: map[string]string{"groups": "team-" + s + "-*"},
+			AllScopes: []string{"items:write"}, Role: s + " team",
+		})
+	}
+	rs = append(rs,
+		Rule{Name: "no-legacy", Client: "legacy-*", Deny: true},
+		Rule{Name: "no-test-clients", Client: "*-test@clients", Deny: true},
+		Rule{Name: "st-writers", Issuer: "supertokens", AllScopes: []string{"items:write"}, Role: "st writer"},
+		Rule{Name: "st-readers", Issuer: "supertokens", AnyScopes: []string{"items:read", "files:read"}, Role: "st reader"},
+		Rule{Name: "org-acme", Claims: map[string]string{"org": "acme-*"}, AnyScopes: []string{"items:read"}, Role: "acme reader"},
+		Rule{Name: "writers", AllScopes: []string{"items:write", "items:read"}, Role: "writer"},
+		Rule{Name: "readers", AnyScopes: []string{"items:read", "my_service#read"}, Role: "reader"},
+		Rule{Name: "everyone-else", Deny: true, Client: "*"},
+	)
+	return rs
+}
+
+// normalise is what the bridge does to a token's scope claim and a request's
+// scope parameter before the rules see them: split on white space, sort,
+// drop duplicates.
+func normalise(scope string) []string {
+	s := strings.Fields(scope)
+	sort.Strings(s)
+	return slices.Compact(s)
+}
+
+func BenchmarkEvaluate(b *testing.B) {
+	rs := benchRules()
+	if err := rs.Validate(); err != nil {
+		b.Fatal(err)
+	}
+	if len(rs) != 20 {
+		b.Fatalf("%d rules, want 20", len(rs))
+	}
+	claims := map[string][]string{
+		"gty": {"client-credentials"}, "azp": {"abc123"}, "groups": {"eng", "ops"}, "org": {"globex"},
+	}
+	for _, c := range []struct {
+		name  string
+		in    Input
+		index int // of the rule that must match
+	}{
+		{"first-rule", Input{Issuer: "auth0", Audiences: []string{"directus"}, Client: "svc-billing-eu@clients",
+			Scopes: normalise("billing:read billing:write"), Claims: claims}, 0},
+		{"rule-19", Input{Issuer: "auth0", Audiences: []string{"directus"}, Client: "svc-orders-eu@clients",
+			Scopes: normalise("items:read my_service#read"), Claims: claims}, 18},
+		{"deny-at-end", Input{Issuer: "auth0", Audiences: []string{"directus"}, Client: "svc-x@clients",
+			Scopes: normalise("profile email"), Claims: claims}, 19},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			if d := rs.Evaluate(c.in); d.Index != c.index {
+				b.Fatalf("matched rule %d (%s), want %d", d.Index, d.Rule, c.index)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				rs.Evaluate(c.in)
+			}
+		})
+	}
+}
+
+// BenchmarkNormaliseAndEvaluate is the mapping step of one exchange of an
+// Auth0-style token whose rule is near the end: normalise the scope string,
+// then evaluate.
+func BenchmarkNormaliseAndEvaluate(b *testing.B) {
+	rs := benchRules()
+	scope := "my_service#read items:read profile items:read openid"
+	claims := map[string][]string{"gty": {"client-credentials"}, "groups": {"eng"}}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		in := Input{Issuer: "auth0", Audiences: []string{"directus"}, Client: fmt.Sprintf("svc-%d@clients", i%64),
+			Scopes: normalise(scope), Claims: claims}
+		if d := rs.Evaluate(in); d.Deny {
+			b.Fatalf("denied: %v", d.Reasons)
+		}
+		i++
+	}
+}
+
+// BenchmarkNormalise is the scope normalisation alone.
+func BenchmarkNormalise(b *testing.B) {
+	scope := "my_service#read items:read profile items:read openid items:write files:read"
+	b.ReportAllocs()
+	for b.Loop() {
+		normalise(scope)
+	}
+}
