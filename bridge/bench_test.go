@@ -412,7 +412,7 @@ func benchRecord(i int) Record {
 		Expiry: time.Now().Add(15 * time.Minute), Scopes: []string{"items:read", "my_service#read"},
 		// The exchange keeps only the claims some rule looks at: none here.
 		Audiences: []string{benchAudience},
-		Role:      "9c1f2a52-6b0e-4a43-9d7d-6f1b8e0f4a11", Policies: map[string]string{"2b1e": "77"},
+		Role:      "9c1f2a52-6b0e-4a43-9d7d-6f1b8e0f4a11", Policies: []directus.Access{{Policy: "2b1e", ID: "77"}},
 		LastExchange: time.Now(),
 	}
 }

@@ -460,15 +460,7 @@ func (e *Exchanger) upsert(ctx context.Context, id *Identity, res *Result) error
 	next.Pending = false
 	next.SuspendedByBridge = false
 	next.SuspendedByAdmin = user.Status != "active"
-	next.Policies = nil // most machine users have no extra policy: no map
-	for _, a := range user.Access {
-		if slices.Contains(res.Policies, a.Policy) {
-			if next.Policies == nil {
-				next.Policies = map[string]string{}
-			}
-			next.Policies[a.Policy] = a.ID
-		}
-	}
+	next.Policies = grantedAccess(user.Access, res.Policies)
 	if err := e.store.Put(next); err != nil {
 		return &Error{Code: "server_error", Description: "the bridge could not record the token", Status: 500, Cause: err}
 	}
@@ -523,11 +515,7 @@ func (e *Exchanger) write(ctx context.Context, prev, next *Record, want []string
 	if cur.Role != next.Role {
 		ch.Role = &next.Role
 	}
-	have := map[string]string{}
-	for _, a := range cur.Access {
-		have[a.Policy] = a.ID
-	}
-	ch.AddPolicies, ch.RemoveAccess = policyDiff(have, want)
+	ch.AddPolicies, ch.RemoveAccess = policyDiff(cur.Access, want)
 	return e.directus.UpdateUser(ctx, next.UserID, ch)
 }
 
@@ -591,29 +579,52 @@ func (e *Exchanger) mint() (string, error) {
 	return e.tokens.Prefix + base64.RawURLEncoding.EncodeToString(b), nil
 }
 
-func samePolicies(have map[string]string, want []string) bool {
+func samePolicies(have []directus.Access, want []string) bool {
 	if len(have) != len(want) {
 		return false
 	}
 	for _, p := range want {
-		if _, ok := have[p]; !ok {
+		if !hasPolicy(have, p) {
 			return false
 		}
 	}
 	return true
 }
 
+func hasPolicy(access []directus.Access, policy string) bool {
+	return slices.ContainsFunc(access, func(a directus.Access) bool { return a.Policy == policy })
+}
+
+// grantedAccess keeps the access rows of the wanted policies, and an entry
+// without a row id for a wanted policy Directus did not list (its row id is
+// learnt at the next write). Nil when nothing is wanted: most machine users
+// have no extra policy.
+func grantedAccess(access []directus.Access, want []string) []directus.Access {
+	var out []directus.Access
+	for _, a := range access {
+		if slices.Contains(want, a.Policy) {
+			out = append(out, a)
+		}
+	}
+	for _, p := range want {
+		if !hasPolicy(out, p) {
+			out = append(out, directus.Access{Policy: p})
+		}
+	}
+	return out
+}
+
 // policyDiff returns the policies to attach and the access rows to delete to
 // go from have (policy id -> access row id) to want.
-func policyDiff(have map[string]string, want []string) (add, remove []string) {
+func policyDiff(have []directus.Access, want []string) (add, remove []string) {
 	for _, p := range want {
-		if _, ok := have[p]; !ok {
+		if !hasPolicy(have, p) {
 			add = append(add, p)
 		}
 	}
-	for p, access := range have {
-		if !slices.Contains(want, p) {
-			remove = append(remove, access)
+	for _, a := range have {
+		if !slices.Contains(want, a.Policy) && a.ID != "" {
+			remove = append(remove, a.ID)
 		}
 	}
 	sort.Strings(remove)

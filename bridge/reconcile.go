@@ -317,11 +317,7 @@ func (e *Exchanger) applyBatch(ctx context.Context, batch []plan, rep *Report) e
 		err = e.directus.DeleteUsers(ctx, ids)
 	case ActRemap, ActRestore:
 		p := keep[0]
-		have := map[string]string{}
-		for _, a := range p.user.Access {
-			have[a.Policy] = a.ID
-		}
-		add, remove := policyDiff(have, p.grant.Policies)
+		add, remove := policyDiff(p.user.Access, p.grant.Policies)
 		if len(add) == 0 && len(remove) == 0 {
 			err = e.directus.UpdateUsers(ctx, ids, directus.UserChange{Role: &p.grant.Role})
 		} else {
@@ -354,17 +350,7 @@ func (e *Exchanger) applyBatch(ctx context.Context, batch []plan, rep *Report) e
 			r.Token, r.Pending, r.SuspendedByBridge, r.SuspendedAt = "", false, true, now
 		case ActRemap, ActRestore:
 			r.Role = p.grant.Role
-			r.Policies = map[string]string{}
-			for _, a := range p.user.Access {
-				if slices.Contains(p.grant.Policies, a.Policy) {
-					r.Policies[a.Policy] = a.ID
-				}
-			}
-			for _, pid := range p.grant.Policies {
-				if _, ok := r.Policies[pid]; !ok {
-					r.Policies[pid] = "" // attached in a batch: access id learnt at the next write
-				}
-			}
+			r.Policies = grantedAccess(p.user.Access, p.grant.Policies)
 		case ActDelete:
 			r.Token, r.Pending = "", false
 		default:

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/directus-bridge/directus-bridge/directus"
 )
 
 // Record is what the bridge remembers about one machine user.
@@ -35,7 +37,7 @@ type Record struct {
 	Audiences []string            `json:"audiences,omitempty"`
 	Claims    map[string][]string `json:"claims,omitempty"`
 	Role      string              `json:"role,omitempty"`     // role id granted
-	Policies  map[string]string   `json:"policies,omitempty"` // policy id -> access row id
+	Policies  []directus.Access   `json:"policies,omitempty"` // extra policies granted, with their access rows
 	// LastExchange is the time of the client's last successful exchange.
 	LastExchange time.Time `json:"last_exchange,omitzero"`
 	// SuspendedByBridge: the bridge suspended the user and may reactivate it.

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/directus-bridge/directus-bridge/directus"
 )
 
 // BenchmarkStoreMemory100k measures the heap a state store holds with
@@ -36,7 +38,7 @@ func BenchmarkStoreMemory100k(b *testing.B) {
 		batch = append(batch, Record{
 			UserID: fmt.Sprintf("00000000-0000-5000-8000-%012d", i), Issuer: "auth0", Client: fmt.Sprintf("client-%d@clients", i),
 			Token: "dbr_" + fmt.Sprintf("%043d", i), Expiry: exp, Scopes: []string{"items:read", "my_service#read"},
-			Role: "6f1c2b7e-0000-4000-8000-000000000001", Policies: map[string]string{"p1": "a1"},
+			Role: "6f1c2b7e-0000-4000-8000-000000000001", Policies: []directus.Access{{Policy: "p1", ID: "a1"}},
 			Audiences: []string{"https://api.example.com"}, Claims: claims,
 			LastExchange: time.Now(),
 		})
