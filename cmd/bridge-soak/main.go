@@ -182,7 +182,8 @@ func run(duration time.Duration, workers int, maxRequests int64, which int) erro
 	fmt.Printf("soak: %s against %s (%s), %d workers, %v\n", srv.URL, d.Name, d.Version, workers, duration)
 	fmt.Printf("before: heap %d KiB, goroutines %d, RSS %s\n", before.heap/1024, before.goroutines, before.rss)
 
-	deadline := time.Now().Add(duration)
+	start := time.Now()
+	deadline := start.Add(duration)
 	var count, failures, reconciles atomic.Int64
 	var wg sync.WaitGroup
 	for w := range workers {
@@ -214,12 +215,13 @@ func run(duration time.Duration, workers int, maxRequests int64, which int) erro
 		}
 	}()
 	wg.Wait()
+	elapsed := time.Since(start)
 	client.CloseIdleConnections()
 	time.Sleep(time.Second)
 	after := measure()
 	fmt.Printf("after:  heap %d KiB, goroutines %d, RSS %s\n", after.heap/1024, after.goroutines, after.rss)
-	fmt.Printf("exchanges %d (%.0f/s), non-200 %d, reconcile runs %d, clients %d\n",
-		count.Load(), float64(count.Load())/duration.Seconds(), failures.Load(), reconciles.Load(), len(subjects))
+	fmt.Printf("exchanges %d in %s (%.0f/s), non-200 %d, reconcile runs %d, clients %d\n",
+		count.Load(), elapsed.Round(time.Second), float64(count.Load())/elapsed.Seconds(), failures.Load(), reconciles.Load(), len(subjects))
 	fmt.Printf("growth: heap %+d KiB, goroutines %+d\n", int64(after.heap/1024)-int64(before.heap/1024), after.goroutines-before.goroutines)
 	return nil
 }
