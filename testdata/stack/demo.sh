@@ -6,6 +6,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 dir="$(mktemp -d "${TMPDIR:-/tmp}/directus-bridge-demo.XXXXXX")"
+chmod 0755 "$dir" # the PostgreSQL cluster below runs as the postgres user
 bridge_pid=""
 cleanup() {
 	[[ -n "$bridge_pid" ]] && kill "$bridge_pid" 2>/dev/null && wait "$bridge_pid" 2>/dev/null
