@@ -9,12 +9,7 @@ package bridge
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -58,21 +53,7 @@ type benchIssuer struct {
 
 func newBenchIssuer(tb testing.TB, alg jose.SignatureAlgorithm) *benchIssuer {
 	tb.Helper()
-	var key crypto.Signer
-	var err error
-	switch alg {
-	case jose.RS256:
-		key, err = rsa.GenerateKey(rand.Reader, 2048)
-	case jose.ES256:
-		key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case jose.EdDSA:
-		_, key, err = ed25519.GenerateKey(rand.Reader)
-	default:
-		tb.Fatalf("unsupported alg %s", alg)
-	}
-	if err != nil {
-		tb.Fatal(err)
-	}
+	key := generateKey(tb, alg)
 	kid := "bench-" + string(alg)
 	mux := http.NewServeMux()
 	srv := httptest.NewServer(mux)
@@ -87,6 +68,7 @@ func newBenchIssuer(tb testing.TB, alg jose.SignatureAlgorithm) *benchIssuer {
 		}})
 	})
 	opts := (&jose.SignerOptions{}).WithType("at+jwt")
+	var err error
 	bi.signer, err = jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: jose.JSONWebKey{Key: key, KeyID: kid}}, opts)
 	if err != nil {
 		tb.Fatal(err)

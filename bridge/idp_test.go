@@ -44,8 +44,9 @@ func (ti *testIssuer) current() (crypto.Signer, string) {
 	return ti.key, ti.kid
 }
 
-func newTestIssuer(t *testing.T, alg jose.SignatureAlgorithm, trailingSlash bool) *testIssuer {
-	t.Helper()
+// generateKey makes a fresh signing key for alg (RS256/PS256, ES256, EdDSA).
+func generateKey(tb testing.TB, alg jose.SignatureAlgorithm) crypto.Signer {
+	tb.Helper()
 	var key crypto.Signer
 	var err error
 	switch alg {
@@ -56,11 +57,17 @@ func newTestIssuer(t *testing.T, alg jose.SignatureAlgorithm, trailingSlash bool
 	case jose.EdDSA:
 		_, key, err = ed25519.GenerateKey(rand.Reader)
 	default:
-		t.Fatalf("unsupported alg %s", alg)
+		tb.Fatalf("unsupported alg %s", alg)
 	}
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
+	return key
+}
+
+func newTestIssuer(t *testing.T, alg jose.SignatureAlgorithm, trailingSlash bool) *testIssuer {
+	t.Helper()
+	key := generateKey(t, alg)
 	ti := &testIssuer{alg: alg, key: key, kid: "k-" + string(alg)}
 	mux := http.NewServeMux()
 	srv := httptest.NewServer(mux)
