@@ -436,15 +436,20 @@ func BenchmarkStore(b *testing.B) {
 					i++
 				}
 			})
-			b.Run("Get", func(b *testing.B) {
+			// seeded opens a store holding n records.
+			seeded := func(b *testing.B, n int) (*Store, []Record) {
 				s := open[kind](b)
-				recs := make([]Record, known)
+				recs := make([]Record, n)
 				for i := range recs {
 					recs[i] = benchRecord(i)
 				}
 				if err := s.PutAll(recs); err != nil {
 					b.Fatal(err)
 				}
+				return s, recs
+			}
+			b.Run("Get", func(b *testing.B) {
+				s, recs := seeded(b, known)
 				i := 0
 				b.ReportAllocs()
 				for b.Loop() {
@@ -455,14 +460,7 @@ func BenchmarkStore(b *testing.B) {
 				}
 			})
 			b.Run("Touch", func(b *testing.B) {
-				s := open[kind](b)
-				recs := make([]Record, known)
-				for i := range recs {
-					recs[i] = benchRecord(i)
-				}
-				if err := s.PutAll(recs); err != nil {
-					b.Fatal(err)
-				}
+				s, recs := seeded(b, known)
 				now := time.Now()
 				i := 0
 				b.ReportAllocs()
