@@ -62,6 +62,7 @@ const (
 	ActDrift    = "drift"    // the same, only reported (drift: keep or report)
 	ActSuspend  = "suspend"  // not seen for suspend_after
 	ActDelete   = "delete"   // suspended by the bridge for delete_after
+	ActNoticed  = "noticed"  // suspended by an administrator: recorded, Directus untouched
 )
 
 // Change is one planned or applied action on one user.
@@ -194,20 +195,17 @@ func (e *Exchanger) planUser(u directus.User, rc ReconcileConfig) []plan {
 		return out
 	}
 
-	if u.Status == "suspended" {
-		if rc.DeleteAfter > 0 && known && rec.SuspendedByBridge && !rec.SuspendedAt.IsZero() && now.Sub(rec.SuspendedAt) >= rc.DeleteAfter.D() {
+	if u.Status != "active" {
+		if u.Status == "suspended" && rc.DeleteAfter > 0 && known && rec.SuspendedByBridge && !rec.SuspendedAt.IsZero() &&
+			now.Sub(rec.SuspendedAt) >= rc.DeleteAfter.D() {
 			return one(ActDelete, fmt.Sprintf("suspended by the bridge since %s", rec.SuspendedAt.UTC().Format(time.RFC3339)))
 		}
-		if u.HasToken && !liveToken {
-			return one(ActRevoke, "suspended user holds a token the bridge has no live record of")
+		if known && !rec.SuspendedByBridge && !rec.SuspendedByAdmin {
+			// Left as it is in Directus; the bridge stops handing out the
+			// client's token at once instead of at its next write.
+			out = one(ActNoticed, "status "+u.Status+" set in Directus, not by the bridge")
 		}
-		return nil // an admin's or the bridge's suspension: left as it is
-	}
-	if u.Status != "active" {
-		if u.HasToken && !liveToken {
-			return one(ActRevoke, "token past expiry or unknown to the bridge")
-		}
-		return nil
+		return revoke() // an admin's or the bridge's suspension stays
 	}
 	last := u.LastAccess
 	if known && rec.LastExchange.After(last) {
@@ -328,8 +326,8 @@ func (e *Exchanger) applyBatch(ctx context.Context, batch []plan, rep *Report) e
 			}
 			keep[0].user.Access = u.Access
 		}
-	case ActDrift:
-		// Reported only.
+	case ActDrift, ActNoticed:
+		// No Directus request: reported, or recorded below.
 	}
 	if err != nil {
 		return fmt.Errorf("reconcile: %s: %w", action, err)
@@ -353,6 +351,8 @@ func (e *Exchanger) applyBatch(ctx context.Context, batch []plan, rep *Report) e
 			r.Policies = grantedAccess(p.user.Access, p.grant.Policies)
 		case ActDelete:
 			r.Token, r.Pending = "", false
+		case ActNoticed:
+			r.SuspendedByAdmin = true
 		default:
 			continue
 		}

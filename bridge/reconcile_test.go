@@ -147,8 +147,11 @@ func TestReconcileSuspendsStaleAndExchangeReactivates(t *testing.T) {
 	}
 	h.clock.Add(31 * 24 * time.Hour)
 	rep := h.reconcile(ReconcileConfig{}, false)
-	if rep.Actions[ActSuspend] != 1 || rep.Actions[ActRevoke] != 1 {
-		t.Errorf("actions %v, want suspend 1 (stale) and revoke 1 (admin-suspended's expired token)", rep.Actions)
+	if rep.Actions[ActSuspend] != 1 || rep.Actions[ActRevoke] != 1 || rep.Actions[ActNoticed] != 1 {
+		t.Errorf("actions %v, want suspend 1 (stale), and for the admin-suspended one noticed 1 and revoke 1 (expired token)", rep.Actions)
+	}
+	if rec, _ := h.store.Get(idOf("admin-suspended")); !rec.SuspendedByAdmin {
+		t.Errorf("the admin's suspension was not recorded")
 	}
 	if u := h.user(idOf("stale")); u.Status != "suspended" || u.HasToken {
 		t.Errorf("stale user: status %s token %v", u.Status, u.HasToken)
@@ -214,5 +217,26 @@ func TestReconcileNeverRevokesAFreshToken(t *testing.T) {
 	}
 	if rep.Skipped != 1 || !h.tokenWorks(fresh) {
 		t.Errorf("skipped %d, fresh token works %v; want 1 and true", rep.Skipped, h.tokenWorks(fresh))
+	}
+}
+
+func TestReconcileNoticesAnAdminSuspension(t *testing.T) {
+	h := newHarness(t, "12.4.0")
+	subject := h.auth0Token("noticed", "items:read")
+	h.exchange(subject)
+	if _, err := h.admin.UpdateUser(context.Background(), idOf("noticed"), directus.UserChange{Status: directus.Ptr("suspended")}); err != nil {
+		t.Fatal(err)
+	}
+	h.fake.ResetRequests()
+	rep := h.reconcile(ReconcileConfig{}, false)
+	if diff := cmp.Diff(map[string]int{ActNoticed: 1}, rep.Actions); diff != "" {
+		t.Errorf("actions (-want +got):\n%s", diff)
+	}
+	if n := h.fake.Requests(); n != 1 {
+		t.Errorf("requests %d, want 1 read: noticing writes nothing to Directus", n)
+	}
+	// The live token is not handed out any more.
+	if r := h.exchange(subject); r.Status != 400 || r.str("error") != "unauthorized_client" {
+		t.Errorf("exchange after the run: %d %v, want unauthorized_client", r.Status, r.Body)
 	}
 }

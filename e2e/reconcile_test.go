@@ -81,7 +81,8 @@ func TestReconcile(t *testing.T) {
 			t.Errorf("the run did not do what the dry run planned (-dry +run):\n%s", diff)
 		}
 		want := map[string]string{
-			uid("expiring"): bridge.ActRevoke, uid("stale"): bridge.ActRevoke, uid("suspended"): bridge.ActRevoke,
+			uid("expiring"): bridge.ActRevoke, uid("stale"): bridge.ActRevoke,
+			uid("suspended"): bridge.ActNoticed + "+" + bridge.ActRevoke,
 			uid("remapped"): bridge.ActRemap + "+" + bridge.ActRevoke, uid("edited"): bridge.ActRestore + "+" + bridge.ActRevoke,
 		}
 		if diff := cmp.Diff(want, ownChanges(real, ids...)); diff != "" {
