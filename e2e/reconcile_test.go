@@ -83,7 +83,7 @@ func TestReconcile(t *testing.T) {
 		want := map[string]string{
 			uid("expiring"): bridge.ActRevoke, uid("stale"): bridge.ActRevoke,
 			uid("suspended"): bridge.ActNoticed + "+" + bridge.ActRevoke,
-			uid("remapped"): bridge.ActRemap + "+" + bridge.ActRevoke, uid("edited"): bridge.ActRestore + "+" + bridge.ActRevoke,
+			uid("remapped"):  bridge.ActRemap + "+" + bridge.ActRevoke, uid("edited"): bridge.ActRestore + "+" + bridge.ActRevoke,
 		}
 		if diff := cmp.Diff(want, ownChanges(real, ids...)); diff != "" {
 			t.Errorf("actions (-want +got):\n%s", diff)
