@@ -330,15 +330,15 @@ func (e *Exchanger) exchangeVerified(ctx context.Context, id *Identity, req Requ
 	m := e.mapper.Load()
 	// Reasons (why each earlier rule did not match) cost a formatted string
 	// per rule: build them only when the debug line will be written.
-	evaluate := m.Rules.Decide
+	in := mapping.Input{Issuer: id.Issuer.Name, Audiences: id.Audiences, Client: id.Client, Scopes: scopes, Claims: id.Claims}
+	var dec mapping.Decision
 	if e.log.Enabled(ctx, slog.LevelDebug) {
-		evaluate = m.Rules.Evaluate
+		dec = m.Rules.Evaluate(in)
+		e.log.DebugContext(ctx, "mapping", "issuer", id.Issuer.Name, "client", id.Client, "rule", dec.Rule,
+			"deny", dec.Deny, "counted", dec.Counted, "reasons", dec.Reasons)
+	} else {
+		dec = m.Rules.Decide(in)
 	}
-	dec := evaluate(mapping.Input{
-		Issuer: id.Issuer.Name, Audiences: id.Audiences, Client: id.Client, Scopes: scopes, Claims: id.Claims,
-	})
-	e.log.DebugContext(ctx, "mapping", "issuer", id.Issuer.Name, "client", id.Client, "rule", dec.Rule,
-		"deny", dec.Deny, "counted", dec.Counted, "reasons", dec.Reasons)
 	if dec.Deny {
 		desc := "no mapping rule grants access for these scopes"
 		if dec.Matched {

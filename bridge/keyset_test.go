@@ -85,3 +85,21 @@ func TestKeyRotationIsPickedUpAfterTheCooldown(t *testing.T) {
 		t.Errorf("JWKS fetches %d, want 2", n)
 	}
 }
+
+func TestVerifiedCacheStaysBounded(t *testing.T) {
+	c := newVerifiedCache(100)
+	now := time.Now()
+	for i := range 1000 {
+		c.put([32]byte{byte(i), byte(i >> 8)}, &Identity{Expiry: now.Add(time.Hour)}, now)
+		if n := len(c.entries); n > 100 {
+			t.Fatalf("cache holds %d entries, bound 100", n)
+		}
+	}
+	last := [32]byte{byte(999 & 0xff), byte(999 >> 8)}
+	if c.get(last, now) == nil {
+		t.Errorf("the newest entry was evicted")
+	}
+	if c.get(last, now.Add(2*time.Hour)) != nil {
+		t.Errorf("an entry outlived its token")
+	}
+}
