@@ -151,7 +151,7 @@ func newBenchBridge(b *testing.B, mutate func(*Options)) *benchBridge {
 	if mutate != nil {
 		mutate(&o)
 	}
-	bb.ex, err = NewExchanger(ctx, o)
+	bb.ex, err = NewExchanger(o)
 	if err != nil {
 		b.Fatal(err)
 	}

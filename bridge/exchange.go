@@ -107,10 +107,10 @@ type Exchanger struct {
 	perIP     *limiter
 }
 
-// NewExchanger builds an Exchanger. ctx bounds the lifetime of the JWKS key
-// sets (it must live as long as the Exchanger). Options are expected to be
-// validated (see the config package of cmd); defaults are applied here.
-func NewExchanger(ctx context.Context, o Options) (*Exchanger, error) {
+// NewExchanger builds an Exchanger; it makes no request. Options are
+// expected to be validated (see cmd/directus-bridge's Config.Validate);
+// defaults are applied here.
+func NewExchanger(o Options) (*Exchanger, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}

@@ -93,7 +93,7 @@ func newHarness(t *testing.T, version string, opts ...harnessOpt) *harness {
 		f(h, &o)
 	}
 	h.opts = o
-	h.ex, err = NewExchanger(ctx, o)
+	h.ex, err = NewExchanger(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -674,7 +674,7 @@ func TestRestartKeepsTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer o.Store.Close()
-	ex, err := NewExchanger(t.Context(), o)
+	ex, err := NewExchanger(o)
 	if err != nil {
 		t.Fatal(err)
 	}

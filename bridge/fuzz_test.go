@@ -90,7 +90,7 @@ func newFuzzIssuers(tb testing.TB, ctx context.Context) *fuzzIssuers {
 		{Name: "es256", Issuer: "https://es256.fuzz.test", Audiences: []string{fuzzAudience}, JWKSURL: srv.URL + "/es256",
 			Algorithms: []string{"ES256"}, RequiredClaims: map[string]any{"stt": 1}, ScopeClaims: []string{"scp"}},
 	}
-	ex, err := NewExchanger(ctx, Options{
+	ex, err := NewExchanger(Options{
 		Issuers: fx.cfg, Store: NewMemoryStore(), Now: func() time.Time { return fuzzNow },
 		VerifiedCacheSize: -1, // every input takes the whole path
 		Limits:            LimitsConfig{PerIP: RateLimit{Rate: -1}, PerClient: RateLimit{Rate: -1}},

@@ -150,7 +150,7 @@ func startBridge(t *testing.T, f *fixture, tokens bridge.TokenConfig, users brid
 	log := slog.New(slog.NewJSONHandler(&lockedBuffer{b: logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	ex, err := bridge.NewExchanger(ctx, bridge.Options{
+	ex, err := bridge.NewExchanger(bridge.Options{
 		Issuers: []bridge.IssuerConfig{
 			{Name: "auth0", Issuer: idp["auth0"].Issuer, Audiences: []string{idp["auth0"].Audience},
 				RequiredClaims: map[string]any{"gty": "client-credentials"}, RequireTyp: "at+jwt", Leeway: bridge.Duration(time.Second)},

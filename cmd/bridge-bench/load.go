@@ -104,7 +104,7 @@ func newInstance(ctx context.Context, env *env, tokens bridge.TokenConfig, cache
 	}
 	log := slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	unlimited := bridge.RateLimit{Rate: 1e9, Burst: 1e9}
-	ex, err := bridge.NewExchanger(ctx, bridge.Options{
+	ex, err := bridge.NewExchanger(bridge.Options{
 		Issuers: env.issuers, Tokens: tokens, Users: bridge.UserConfig{Namespace: env.ns.String()},
 		Directus: dc, Store: env.store, Logger: log, VerifiedCacheSize: cacheSize, Metrics: metrics,
 		Limits: bridge.LimitsConfig{PerIP: unlimited, PerClient: unlimited},

@@ -154,7 +154,7 @@ func reconcileRows(ctx context.Context, stderr io.Writer, cfg config, e *env) (r
 	if err != nil {
 		return rep, err
 	}
-	ex, err := bridge.NewExchanger(ctx, bridge.Options{
+	ex, err := bridge.NewExchanger(bridge.Options{
 		Issuers: e.issuers, Users: bridge.UserConfig{Namespace: ns.String()}, Directus: dc, Store: store,
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})

@@ -100,7 +100,7 @@ func run(duration time.Duration, workers int, maxRequests int64, which int) erro
 	if err != nil {
 		return err
 	}
-	ex, err := bridge.NewExchanger(ctx, bridge.Options{
+	ex, err := bridge.NewExchanger(bridge.Options{
 		Issuers:  []bridge.IssuerConfig{{Name: "auth0", Issuer: idp.Issuer, Audiences: []string{idp.Audience}}},
 		Tokens:   bridge.TokenConfig{TTL: bridge.Duration(20 * time.Second), RotateBefore: bridge.Duration(10 * time.Second), RevokeInterval: bridge.Duration(time.Second)},
 		Directus: admin, Store: bridge.NewMemoryStore(), Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),

@@ -100,7 +100,7 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, store *bridge.Stor
 	if err != nil {
 		return nil, err
 	}
-	ex, err := bridge.NewExchanger(ctx, bridge.Options{
+	ex, err := bridge.NewExchanger(bridge.Options{
 		Issuers: cfg.Issuers, Tokens: cfg.Tokens, Users: cfg.Users, Directus: dc, Store: store, Logger: log,
 		Limits: cfg.Limits, Metrics: metrics,
 	})
