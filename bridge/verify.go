@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 )
@@ -418,7 +419,7 @@ func uniqueMembers(b []byte, registered []string) error {
 
 // memberNames returns the member names of the JSON object b as they are
 // written, or false when b is not a well-formed-looking object or a name
-// holds a backslash (the caller then decodes properly). Values are skipped
+// holds a backslash or invalid UTF-8 (the caller then decodes properly). Values are skipped
 // by tracking strings and nesting; json.Unmarshal validates b afterwards.
 func memberNames(b []byte) ([][]byte, bool) {
 	var names [][]byte
@@ -438,7 +439,9 @@ func memberNames(b []byte) ([][]byte, bool) {
 				return nil, false
 			}
 			if depth == 1 && expectName {
-				if escaped {
+				// Escapes and invalid UTF-8 (which decodes to U+FFFD, so
+				// different bytes can name the same member) take the slow path.
+				if escaped || !utf8.Valid(b[start:i]) {
 					return nil, false
 				}
 				names = append(names, b[start:i])
