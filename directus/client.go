@@ -232,7 +232,10 @@ func (c *Client) ServerInfo(ctx context.Context) (Info, error) {
 	return out, err
 }
 
-// Me reads the user the client's token belongs to (GET /users/me).
+// Me reads the user the client's token belongs to (GET /users/me): ID,
+// Status and Role. Directus answers status and role only to a user allowed
+// to read them (admin or app access); a machine user without app access
+// gets its ID alone. Any Me that succeeds proves the token is live.
 func (c *Client) Me(ctx context.Context) (User, error) {
 	var u user
 	err := c.do(ctx, request{op: "users_me", method: http.MethodGet, path: "/users/me",

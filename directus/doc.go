@@ -1,7 +1,8 @@
 // Package directus is a small client for the parts of the Directus REST API
 // that the bridge needs: users (create with a chosen id, read, update one or
 // many with PATCH /users, list with a filter and paging, delete), roles,
-// policies and the access rows that attach policies to users, and the server
+// policies and the access rows that attach policies to users, the activity
+// log (GET /activity, to notice what administrators changed), and the server
 // endpoints /server/ping and /server/info.
 //
 // It knows nothing of identity providers or of the bridge's tokens: it moves
@@ -10,6 +11,8 @@
 //
 // Directus answers every static-token read of a user's token with
 // "**********", so a User only tells whether a token is set (HasToken).
+// A user's auth_data is free JSON that the caller may keep its own data in
+// (User.AuthData); the client hides that SQLite answers it as a string.
 // Error messages from Directus can echo a written token (a duplicate token
 // fails with the value in the message): the client removes every secret it
 // sent from error messages before they reach the caller, and it MUST NOT

@@ -1,6 +1,7 @@
 package directus
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -23,6 +24,12 @@ type User struct {
 	LastAccess         time.Time // zero when never set
 	HasToken           bool      // Directus conceals the value itself
 	Access             []Access  // policies attached to the user directly
+	// AuthData is the auth_data JSON value, compacted; nil when null.
+	// Directus on PostgreSQL answers the value itself, on SQLite a string
+	// holding the JSON text: both read the same here. Only SSO logins
+	// (which machine users never do) and a PATCH carrying
+	// external_identifier or provider overwrite it.
+	AuthData json.RawMessage
 }
 
 // PolicyIDs returns the ids of the policies attached to the user directly.
@@ -52,15 +59,22 @@ type NewUser struct {
 	Token              string
 	LastAccess         time.Time
 	Policies           []string // policy ids to attach
+	// AuthData is written to auth_data when non-nil; it must be valid JSON.
+	AuthData json.RawMessage
 }
 
 // UserChange lists fields to write; nil fields are left as they are. For Role
 // and Token, a pointer to "" writes null.
 type UserChange struct {
-	Status       *string
-	Role         *string
-	Token        *string
-	LastAccess   *time.Time
+	Status     *string
+	Role       *string
+	Token      *string
+	LastAccess *time.Time
+	// AuthData is written when non-nil (valid JSON; "null" clears it).
+	// Directus clears auth_data on any PATCH that carries external_identifier
+	// or provider, even one that also carries auth_data: UserChange has
+	// neither, so a change never loses the value it writes.
+	AuthData     json.RawMessage
 	AddPolicies  []string // policy ids to attach
 	RemoveAccess []string // access row ids to delete
 }
@@ -68,7 +82,7 @@ type UserChange struct {
 // Empty reports whether the change writes nothing.
 func (c UserChange) Empty() bool {
 	return c.Status == nil && c.Role == nil && c.Token == nil && c.LastAccess == nil &&
-		len(c.AddPolicies) == 0 && len(c.RemoveAccess) == 0
+		c.AuthData == nil && len(c.AddPolicies) == 0 && len(c.RemoveAccess) == 0
 }
 
 // Ptr returns a pointer to v, for UserChange fields.
@@ -84,21 +98,22 @@ type UserFilter struct {
 }
 
 // userFields are the fields every user read asks for.
-const userFields = "id,status,role,provider,external_identifier,first_name,last_name,email,last_access,token,policies.id,policies.policy"
+const userFields = "id,status,role,provider,external_identifier,first_name,last_name,email,last_access,token,auth_data,policies.id,policies.policy"
 
 // user is the wire form of a user read.
 type user struct {
-	ID                 string   `json:"id"`
-	Status             string   `json:"status"`
-	Role               *string  `json:"role"`
-	Provider           string   `json:"provider"`
-	ExternalIdentifier *string  `json:"external_identifier"`
-	FirstName          *string  `json:"first_name"`
-	LastName           *string  `json:"last_name"`
-	Email              *string  `json:"email"`
-	LastAccess         *string  `json:"last_access"`
-	Token              *string  `json:"token"`
-	Policies           []Access `json:"policies"`
+	ID                 string          `json:"id"`
+	Status             string          `json:"status"`
+	Role               *string         `json:"role"`
+	Provider           string          `json:"provider"`
+	ExternalIdentifier *string         `json:"external_identifier"`
+	FirstName          *string         `json:"first_name"`
+	LastName           *string         `json:"last_name"`
+	Email              *string         `json:"email"`
+	LastAccess         *string         `json:"last_access"`
+	Token              *string         `json:"token"`
+	AuthData           json.RawMessage `json:"auth_data"`
+	Policies           []Access        `json:"policies"`
 }
 
 func (u user) toUser() User {
@@ -114,7 +129,42 @@ func (u user) toUser() User {
 		LastAccess:         parseTime(deref(u.LastAccess)),
 		HasToken:           u.Token != nil,
 		Access:             u.Policies,
+		AuthData:           readJSON(u.AuthData),
 	}
+}
+
+// readJSON normalises a json column as Directus answers it: nil for null,
+// the content of a string that holds JSON text (SQLite returns json columns
+// as text), compacted.
+func readJSON(raw json.RawMessage) json.RawMessage {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	if raw[0] == '"' {
+		var text string
+		if json.Unmarshal(raw, &text) == nil && json.Valid([]byte(text)) {
+			raw = []byte(text)
+		}
+	}
+	var b bytes.Buffer
+	if json.Compact(&b, raw) != nil {
+		return nil // not reachable: raw came out of a JSON decoder
+	}
+	if b.String() == "null" {
+		return nil
+	}
+	return b.Bytes()
+}
+
+// writeJSON checks a JSON value the caller wants written.
+func writeJSON(field string, v json.RawMessage) (json.RawMessage, error) {
+	if !json.Valid(v) {
+		return nil, fmt.Errorf("%s is not valid JSON", field)
+	}
+	var b bytes.Buffer
+	_ = json.Compact(&b, v)
+	return b.Bytes(), nil
 }
 
 func deref(s *string) string {
@@ -225,6 +275,13 @@ func (c *Client) CreateUser(ctx context.Context, u NewUser) (User, error) {
 	if len(u.Policies) > 0 {
 		body["policies"] = map[string]any{"create": policyRows(u.Policies), "update": []any{}, "delete": []any{}}
 	}
+	if u.AuthData != nil {
+		v, err := writeJSON("auth_data", u.AuthData)
+		if err != nil {
+			return User{}, fmt.Errorf("directus: create user: %w", err)
+		}
+		body["auth_data"] = v
+	}
 	var out user
 	err := c.do(ctx, request{op: "create_user", method: http.MethodPost, path: "/users",
 		query: url.Values{"fields": {userFields}}, body: body, out: &out, secrets: []string{u.Token}})
@@ -243,8 +300,15 @@ func policyRows(ids []string) []map[string]string {
 }
 
 // body renders the change as a PATCH payload.
-func (ch UserChange) body() map[string]any {
+func (ch UserChange) body() (map[string]any, error) {
 	b := map[string]any{}
+	if ch.AuthData != nil {
+		v, err := writeJSON("auth_data", ch.AuthData)
+		if err != nil {
+			return nil, err
+		}
+		b["auth_data"] = v
+	}
 	if ch.Status != nil {
 		b["status"] = *ch.Status
 	}
@@ -270,7 +334,7 @@ func (ch UserChange) body() map[string]any {
 		}
 		b["policies"] = map[string]any{"create": policyRows(ch.AddPolicies), "update": []any{}, "delete": del}
 	}
-	return b
+	return b, nil
 }
 
 func (ch UserChange) secrets() []string {
@@ -282,15 +346,20 @@ func (ch UserChange) secrets() []string {
 
 // UpdateUser applies ch to one user in a single PATCH /users/:id and returns
 // the user as stored afterwards. Updating a user that does not exist returns
-// ErrNotFound (Directus answers 204 without an item). An empty change is an error: it would not tell whether
+// ErrNotFound (Directus answers 204 without an item, and logs an update
+// activity row for the id all the same). An empty change is an error: it would not tell whether
 // the user exists without a request.
 func (c *Client) UpdateUser(ctx context.Context, id string, ch UserChange) (User, error) {
 	if ch.Empty() {
 		return User{}, fmt.Errorf("directus: update user: empty change")
 	}
+	body, err := ch.body()
+	if err != nil {
+		return User{}, fmt.Errorf("directus: update user: %w", err)
+	}
 	var out user
-	err := c.do(ctx, request{op: "update_user", method: http.MethodPatch, path: "/users/" + url.PathEscape(id),
-		query: url.Values{"fields": {userFields}}, body: ch.body(), out: &out, secrets: ch.secrets()})
+	err = c.do(ctx, request{op: "update_user", method: http.MethodPatch, path: "/users/" + url.PathEscape(id),
+		query: url.Values{"fields": {userFields}}, body: body, out: &out, secrets: ch.secrets()})
 	if err != nil {
 		return User{}, fmt.Errorf("directus: update user: %w", err)
 	}
@@ -298,7 +367,8 @@ func (c *Client) UpdateUser(ctx context.Context, id string, ch UserChange) (User
 }
 
 // UpdateUsers applies the same change to many users in one PATCH /users.
-// Ids of users that do not exist are ignored, as Directus does. Policies
+// Ids of users that do not exist are ignored, as Directus does (it logs an
+// update activity row for every id, sorted, existing or not). Policies
 // cannot be changed in a batch (access rows differ per user).
 func (c *Client) UpdateUsers(ctx context.Context, ids []string, ch UserChange) error {
 	if len(ids) == 0 || ch.Empty() {
@@ -310,15 +380,21 @@ func (c *Client) UpdateUsers(ctx context.Context, ids []string, ch UserChange) e
 	if ch.Token != nil && *ch.Token != "" && len(ids) > 1 {
 		return fmt.Errorf("directus: update users: tokens are unique, a batch can only clear them")
 	}
-	err := c.do(ctx, request{op: "update_users", method: http.MethodPatch, path: "/users",
-		query: url.Values{"fields": {"id"}}, body: map[string]any{"keys": ids, "data": ch.body()}, secrets: ch.secrets()})
+	body, err := ch.body()
+	if err != nil {
+		return fmt.Errorf("directus: update users: %w", err)
+	}
+	err = c.do(ctx, request{op: "update_users", method: http.MethodPatch, path: "/users",
+		query: url.Values{"fields": {"id"}}, body: map[string]any{"keys": ids, "data": body}, secrets: ch.secrets()})
 	if err != nil {
 		return fmt.Errorf("directus: update users: %w", err)
 	}
 	return nil
 }
 
-// DeleteUsers deletes users by id in one DELETE /users.
+// DeleteUsers deletes users by id in one DELETE /users. Ids of users that do
+// not exist are ignored, as Directus does (it still logs a delete activity
+// row for each).
 func (c *Client) DeleteUsers(ctx context.Context, ids []string) error {
 	if len(ids) == 0 {
 		return nil

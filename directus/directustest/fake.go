@@ -4,23 +4,38 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 )
 
+// Databases a fake can behave like (Options.Database).
+const (
+	// PostgreSQL answers json columns as JSON values, timestamps with a zone,
+	// enforces varchar lengths and names the field of a bad foreign key.
+	PostgreSQL = "postgres"
+	// SQLite answers json columns as strings holding the JSON text,
+	// timestamps of user fields without a zone and to the second, does not
+	// enforce varchar lengths and names nothing in foreign-key errors.
+	SQLite = "sqlite"
+)
+
 // Options shape a fake Directus.
 type Options struct {
 	// Version is reported by /server/info (default "12.4.0"). From major
-	// version 12 on, a custom provider is refused like an unlicensed Directus.
+	// version 12 on, a custom provider is refused like an unlicensed Directus
+	// and activity older than 30 days is hidden.
 	Version string
+	// Database is PostgreSQL or SQLite. The default follows the test stack:
+	// PostgreSQL for Directus 12 and later, SQLite before.
+	Database string
 	// AdminToken is the admin's static token (default: random).
 	AdminToken string
+	// Now stamps activity rows (default time.Now).
+	Now func() time.Time
 }
 
 // Server is an in-memory Directus that speaks the REST subset the bridge
@@ -29,47 +44,22 @@ type Server struct {
 	URL        string
 	AdminToken string
 	version    string
+	database   string
+	now        func() time.Time
 	srv        *httptest.Server
 
-	mu       sync.Mutex
-	users    map[string]*userRow
-	roles    map[string]*roleRow
-	policies map[string]*policyRow
-	access   map[string]*accessRow
-	requests map[string]int // "METHOD /path" -> count
-	total    int
-	times    []time.Time // arrival of every counted request
-	fault    func(r *http.Request) Fault
-}
-
-type userRow struct {
-	ID                 string
-	Status             string
-	Role               *string
-	Provider           string
-	ExternalIdentifier *string
-	FirstName          *string
-	LastName           *string
-	Email              *string
-	LastAccess         *string
-	Token              *string
-}
-
-type roleRow struct {
-	ID, Name string
-	Parent   *string
-}
-
-type policyRow struct {
-	ID          string `json:"id"`
-	Name        string `json:"name"`
-	AdminAccess bool   `json:"admin_access"`
-	AppAccess   bool   `json:"app_access"`
-}
-
-type accessRow struct {
-	ID, Policy string
-	User, Role *string
+	mu        sync.Mutex
+	users     map[string]*userRow
+	roles     map[string]*roleRow
+	policies  map[string]*policyRow
+	access    map[string]*accessRow
+	accessSeq int64
+	activity  []activityRow
+	requests  map[string]int // "METHOD /path" -> count
+	total     int
+	writes    int
+	times     []time.Time // arrival of every counted request
+	fault     func(r *http.Request) Fault
 }
 
 // NewServer starts a fake Directus on a loopback port; it is closed by
@@ -81,17 +71,27 @@ func NewServer(t interface{ Cleanup(func()) }, o Options) *Server {
 	if o.AdminToken == "" {
 		o.AdminToken = "admin-" + randomID()
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	s := &Server{
 		AdminToken: o.AdminToken,
 		version:    o.Version,
+		database:   o.Database,
+		now:        o.Now,
 		users:      map[string]*userRow{},
 		roles:      map[string]*roleRow{},
 		policies:   map[string]*policyRow{},
 		access:     map[string]*accessRow{},
 		requests:   map[string]int{},
 	}
-	admin := &userRow{ID: randomUUID(), Status: "active", Provider: "default", Token: &o.AdminToken}
-	s.users[admin.ID] = admin
+	if s.database == "" {
+		s.database = SQLite
+		if s.majorVersion() >= 12 {
+			s.database = PostgreSQL
+		}
+	}
+	s.addAdmin(o.AdminToken)
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	s.URL = s.srv.URL
 	if t != nil {
@@ -102,6 +102,23 @@ func NewServer(t interface{ Cleanup(func()) }, o Options) *Server {
 
 // Close stops the server.
 func (s *Server) Close() { s.srv.Close() }
+
+// NewAdmin adds another administrator with its own static token, as an
+// operator would create in Directus; tests act as a human administrator with
+// it, so that activity rows name someone other than the bridge. It writes no
+// activity row.
+func (s *Server) NewAdmin() (token string) {
+	token = "admin-" + randomID()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.addAdmin(token)
+	return token
+}
+
+func (s *Server) addAdmin(token string) {
+	admin := &userRow{ID: randomUUID(), Status: "active", Provider: "default", Token: &token, admin: true}
+	s.users[admin.ID] = admin
+}
 
 // Fault is what an injected fault does to one request; the zero Fault does
 // nothing.
@@ -114,8 +131,11 @@ type Fault struct {
 	Status     int
 	Body       string
 	RetryAfter string // Retry-After header, when set
-	// LoseAnswer serves the request, then holds the answer back for Delay:
-	// Directus did the write, the caller never hears of it.
+	// LoseAnswer serves the request first: Directus did the write. With
+	// Status 0 the real answer is held back for Delay (the caller gives up
+	// and never hears of it); with a Status the caller gets that answer at
+	// once instead, Delay ignored (Directus applied the write, the caller
+	// saw a 502).
 	LoseAnswer bool
 }
 
@@ -133,6 +153,15 @@ func (s *Server) Requests() int {
 	return s.total
 }
 
+// Writes returns how many POST, PATCH and DELETE requests the fake served,
+// whatever it answered; requests that an injected fault answered without
+// serving are not counted, those it served first (LoseAnswer) are.
+func (s *Server) Writes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.writes
+}
+
 // RequestsBy returns the request counts by "METHOD /path" (ids as ":id").
 func (s *Server) RequestsBy() map[string]int {
 	s.mu.Lock()
@@ -144,12 +173,13 @@ func (s *Server) RequestsBy() map[string]int {
 	return out
 }
 
-// ResetRequests sets the request counters to zero.
+// ResetRequests sets the request counters, Writes included, to zero.
 func (s *Server) ResetRequests() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.requests = map[string]int{}
 	s.total = 0
+	s.writes = 0
 	s.times = nil
 }
 
@@ -179,6 +209,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if f.LoseAnswer {
 		rec := httptest.NewRecorder()
 		s.serveLocked(rec, r, route)
+		if f.Status != 0 {
+			writeFault(w, f)
+			return
+		}
 		select {
 		case <-time.After(f.Delay):
 		case <-r.Context().Done():
@@ -199,61 +233,92 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if f.Status != 0 {
-		if f.RetryAfter != "" {
-			w.Header().Set("Retry-After", f.RetryAfter)
-		}
-		if f.Body != "" {
-			w.Header().Set("Content-Type", "application/json; charset=utf-8")
-			w.WriteHeader(f.Status)
-			_, _ = w.Write([]byte(f.Body))
-			return
-		}
-		writeError(w, f.Status, "SERVICE_UNAVAILABLE", "injected fault")
+		writeFault(w, f)
 		return
 	}
 	s.serveLocked(w, r, route)
+}
+
+// writeFault answers with an injected fault's status.
+func writeFault(w http.ResponseWriter, f Fault) {
+	if f.RetryAfter != "" {
+		w.Header().Set("Retry-After", f.RetryAfter)
+	}
+	if f.Body != "" {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(f.Status)
+		_, _ = w.Write([]byte(f.Body))
+		return
+	}
+	code := "SERVICE_UNAVAILABLE"
+	switch {
+	case f.Status == http.StatusTooManyRequests:
+		code = "REQUESTS_EXCEEDED"
+	case f.Status == http.StatusInternalServerError:
+		code = "INTERNAL_SERVER_ERROR"
+	}
+	writeError(w, &apiError{status: f.Status, code: code, msg: "injected fault"})
 }
 
 // serveLocked serves one request under the server's lock.
 func (s *Server) serveLocked(w http.ResponseWriter, r *http.Request, route string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	switch r.Method {
+	case http.MethodPost, http.MethodPatch, http.MethodDelete:
+		s.writes++
+	}
 	caller := s.authenticate(r)
 	if caller == nil {
-		writeError(w, http.StatusUnauthorized, "INVALID_CREDENTIALS", "Invalid user credentials.")
+		writeError(w, &apiError{status: http.StatusUnauthorized, code: "INVALID_CREDENTIALS", msg: "Invalid user credentials."})
 		return
 	}
 	if r.URL.Path == "/users/me" && r.Method == http.MethodGet {
-		writeData(w, map[string]any{"id": caller.ID, "status": caller.Status, "role": caller.Role})
+		// Directus shows a user its own status and role only when a policy
+		// lets it read them: admin access, or app access (whose minimal
+		// permissions include them). Anyone else gets its id alone.
+		me := map[string]any{"id": caller.ID}
+		if s.isAdmin(caller) || s.hasAccess(caller, func(p *policyRow) bool { return p.AppAccess }) {
+			me["status"], me["role"] = caller.Status, caller.Role
+		}
+		writeData(w, me)
 		return
 	}
-	if *caller.Token != s.AdminToken {
-		writeError(w, http.StatusForbidden, "FORBIDDEN", "You don't have permission to access this.")
+	if !s.isAdmin(caller) {
+		writeError(w, errForbidden())
 		return
 	}
-	switch {
-	case route == "GET /server/info":
+	for k := range r.URL.Query() {
+		if strings.HasPrefix(k, "filter[") {
+			writeError(w, invalidQuery("fake: only JSON filters are supported, not "+k))
+			return
+		}
+	}
+	switch route {
+	case "GET /server/info":
 		writeData(w, map[string]any{"version": s.version})
-	case route == "GET /users":
+	case "GET /users":
 		s.listUsers(w, r)
-	case route == "POST /users":
-		s.createUser(w, r)
-	case route == "PATCH /users":
-		s.updateUsers(w, r)
-	case route == "PATCH /users/:id":
-		s.updateUser(w, r, strings.TrimPrefix(r.URL.Path, "/users/"))
-	case route == "DELETE /users":
-		s.deleteUsers(w, r)
-	case route == "GET /roles":
+	case "POST /users":
+		s.createUser(w, r, caller)
+	case "PATCH /users":
+		s.updateUsers(w, r, caller)
+	case "PATCH /users/:id":
+		s.updateUser(w, r, caller, strings.TrimPrefix(r.URL.Path, "/users/"))
+	case "DELETE /users":
+		s.deleteUsers(w, r, caller)
+	case "GET /roles":
 		s.listRoles(w)
-	case route == "POST /roles":
-		s.createRole(w, r)
-	case route == "GET /policies":
+	case "POST /roles":
+		s.createRole(w, r, caller)
+	case "GET /policies":
 		s.listPolicies(w)
-	case route == "POST /policies":
-		s.createPolicy(w, r)
+	case "POST /policies":
+		s.createPolicy(w, r, caller)
+	case "GET /activity":
+		s.listActivity(w, r)
 	default:
-		writeError(w, http.StatusNotFound, "ROUTE_NOT_FOUND", "Route "+r.URL.Path+" doesn't exist.")
+		writeError(w, &apiError{status: http.StatusNotFound, code: "ROUTE_NOT_FOUND", msg: "Route " + r.URL.Path + " doesn't exist."})
 	}
 }
 
@@ -265,6 +330,8 @@ func routeName(r *http.Request) string {
 	return r.Method + " " + p
 }
 
+// authenticate is Directus's static-token lookup: WHERE token = ? AND
+// status = 'active', on every request.
 func (s *Server) authenticate(r *http.Request) *userRow {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || tok == "" {
@@ -278,458 +345,88 @@ func (s *Server) authenticate(r *http.Request) *userRow {
 	return nil
 }
 
+// isAdmin: the bootstrap admin, NewAdmin's users, and users holding a policy
+// with admin_access directly or through their role.
+func (s *Server) isAdmin(u *userRow) bool {
+	return u.admin || s.hasAccess(u, func(p *policyRow) bool { return p.AdminAccess })
+}
+
+// hasAccess reports whether u holds a policy for which flag is true,
+// directly or through its role.
+func (s *Server) hasAccess(u *userRow, flag func(*policyRow) bool) bool {
+	for _, a := range s.access {
+		mine := (a.User != nil && *a.User == u.ID) || (a.Role != nil && u.Role != nil && *a.Role == *u.Role)
+		if p := s.policies[a.Policy]; mine && p != nil && flag(p) {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *Server) majorVersion() int {
 	n, _ := strconv.Atoi(strings.SplitN(s.version, ".", 2)[0])
 	return n
 }
 
-// render returns the user as Directus returns it with the bridge's fields.
-func (s *Server) render(u *userRow) map[string]any {
-	var tok any
-	if u.Token != nil {
-		tok = "**********"
-	}
-	pol := []map[string]any{}
-	for _, a := range s.sortedAccess() {
-		if a.User != nil && *a.User == u.ID {
-			pol = append(pol, map[string]any{"id": a.ID, "policy": a.Policy})
-		}
-	}
-	return map[string]any{
-		"id": u.ID, "status": u.Status, "role": u.Role, "provider": u.Provider,
-		"external_identifier": u.ExternalIdentifier, "first_name": u.FirstName, "last_name": u.LastName,
-		"email": u.Email, "last_access": u.LastAccess, "token": tok, "policies": pol,
-	}
+// apiError is a Directus error answer.
+type apiError struct {
+	status int
+	code   string
+	msg    string
+	ext    map[string]any // extensions besides code
 }
 
-func (s *Server) sortedAccess() []*accessRow {
-	out := make([]*accessRow, 0, len(s.access))
-	for _, a := range s.access {
-		out = append(out, a)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
+func errForbidden() *apiError {
+	return &apiError{status: http.StatusForbidden, code: "FORBIDDEN", msg: "You don't have permission to access this."}
 }
 
-func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) {
-	match, err := parseFilter(r.URL.Query().Get("filter"))
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "INVALID_QUERY", err.Error())
-		return
-	}
-	limit := 100
-	if v := r.URL.Query().Get("limit"); v != "" {
-		if limit, err = strconv.Atoi(v); err != nil {
-			writeError(w, http.StatusBadRequest, "INVALID_QUERY", "bad limit")
-			return
-		}
-	}
-	var ids []string
-	for id, u := range s.users {
-		if match(u) {
-			ids = append(ids, id)
-		}
-	}
-	sort.Strings(ids)
-	if offset, _ := strconv.Atoi(r.URL.Query().Get("offset")); offset > 0 {
-		ids = ids[min(offset, len(ids)):]
-	}
-	if limit >= 0 && len(ids) > limit {
-		ids = ids[:limit]
-	}
-	out := make([]map[string]any, 0, len(ids))
-	for _, id := range ids {
-		out = append(out, s.render(s.users[id]))
-	}
-	writeData(w, out)
+func invalidPayload(reason string) *apiError {
+	return &apiError{status: http.StatusBadRequest, code: "INVALID_PAYLOAD", msg: "Invalid payload. " + reason + ".",
+		ext: map[string]any{"reason": reason}}
 }
 
-// parseFilter understands the filters directus.UserFilter produces:
-// {"_and":[{field:{op:value}}...]} with _eq, _in, _null, _nnull.
-func parseFilter(raw string) (func(*userRow) bool, error) {
-	if raw == "" {
-		return func(*userRow) bool { return true }, nil
-	}
-	var f struct {
-		And []map[string]map[string]json.RawMessage `json:"_and"`
-	}
-	if err := json.Unmarshal([]byte(raw), &f); err != nil {
-		return nil, fmt.Errorf("fake: unsupported filter: %v", err)
-	}
-	var preds []func(*userRow) bool
-	for _, cond := range f.And {
-		for field, ops := range cond {
-			get, ok := map[string]func(*userRow) *string{
-				"id":                  func(u *userRow) *string { return &u.ID },
-				"external_identifier": func(u *userRow) *string { return u.ExternalIdentifier },
-				"token":               func(u *userRow) *string { return u.Token },
-				"status":              func(u *userRow) *string { return &u.Status },
-			}[field]
-			if !ok {
-				return nil, fmt.Errorf("fake: unsupported filter field %q", field)
-			}
-			for op, v := range ops {
-				p, err := predicate(get, op, v)
-				if err != nil {
-					return nil, err
-				}
-				preds = append(preds, p)
-			}
-		}
-	}
-	return func(u *userRow) bool {
-		for _, p := range preds {
-			if !p(u) {
-				return false
-			}
-		}
-		return true
-	}, nil
+func invalidQuery(reason string) *apiError {
+	return &apiError{status: http.StatusBadRequest, code: "INVALID_QUERY", msg: "Invalid query. " + reason + ".",
+		ext: map[string]any{"reason": reason}}
 }
 
-func predicate(get func(*userRow) *string, op string, raw json.RawMessage) (func(*userRow) bool, error) {
-	switch op {
-	case "_null", "_nnull":
-		want := op == "_nnull"
-		return func(u *userRow) bool { return (get(u) != nil) == want }, nil
-	case "_eq":
-		var v string
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, fmt.Errorf("fake: %s wants a string", op)
-		}
-		return func(u *userRow) bool { g := get(u); return g != nil && *g == v }, nil
-	case "_in":
-		var vs []string
-		if err := json.Unmarshal(raw, &vs); err != nil {
-			return nil, fmt.Errorf("fake: _in wants a list of strings")
-		}
-		set := map[string]bool{}
-		for _, v := range vs {
-			set[v] = true
-		}
-		return func(u *userRow) bool { g := get(u); return g != nil && set[*g] }, nil
-	}
-	return nil, fmt.Errorf("fake: unsupported filter operator %q", op)
+// notUnique is Directus's RECORD_NOT_UNIQUE: the message and the extensions
+// echo the value (a token too).
+func notUnique(collection, field, value string) *apiError {
+	return &apiError{status: http.StatusBadRequest, code: "RECORD_NOT_UNIQUE",
+		msg: "Value \"" + value + "\" for field \"" + field + "\" in collection \"" + collection + "\" has to be unique.",
+		ext: map[string]any{"collection": collection, "field": field, "value": value}}
 }
 
-// fieldsPayload is the writable part of a user payload.
-type fieldsPayload map[string]json.RawMessage
-
-// apply validates p against u (a copy) and returns the policy changes to
-// make; it changes nothing in s. status and code describe a refusal.
-func (s *Server) apply(u *userRow, p fieldsPayload, creating bool) (add []string, del []string, status int, code, msg string) {
-	str := func(raw json.RawMessage) (*string, bool) {
-		if string(raw) == "null" {
-			return nil, true
-		}
-		var v string
-		if json.Unmarshal(raw, &v) != nil {
-			return nil, false
-		}
-		return &v, true
+// invalidForeignKey names the field on PostgreSQL; SQLite's error names nothing.
+func (s *Server) invalidForeignKey(collection, field, value string) *apiError {
+	if s.database == SQLite {
+		return &apiError{status: http.StatusBadRequest, code: "INVALID_FOREIGN_KEY", msg: "Invalid foreign key.",
+			ext: map[string]any{"collection": nil, "field": nil, "value": nil}}
 	}
-	for k, raw := range p {
-		switch k {
-		case "id":
-			if !creating {
-				return nil, nil, 400, "INVALID_PAYLOAD", "id cannot be changed"
-			}
-		case "status", "provider":
-			v, ok := str(raw)
-			if !ok || v == nil {
-				return nil, nil, 400, "INVALID_PAYLOAD", "\"" + k + "\" must be a string"
-			}
-			if k == "status" {
-				u.Status = *v
-			} else {
-				if *v != "default" && s.majorVersion() >= 12 {
-					return nil, nil, 400, "INVALID_PAYLOAD", "Setting a custom \"provider\" isn't included in the current license."
-				}
-				u.Provider = *v
-			}
-		case "role", "external_identifier", "first_name", "last_name", "email", "last_access", "token":
-			v, ok := str(raw)
-			if !ok {
-				return nil, nil, 400, "INVALID_PAYLOAD", "\"" + k + "\" must be a string or null"
-			}
-			switch k {
-			case "role":
-				if v != nil && s.roles[*v] == nil {
-					return nil, nil, 400, "INVALID_FOREIGN_KEY", "Invalid foreign key for field \"role\"."
-				}
-				u.Role = v
-			case "external_identifier":
-				u.ExternalIdentifier = v
-			case "first_name":
-				u.FirstName = v
-			case "last_name":
-				u.LastName = v
-			case "email":
-				u.Email = v
-			case "last_access":
-				if v != nil {
-					t, err := time.Parse(time.RFC3339Nano, *v)
-					if err != nil {
-						return nil, nil, 400, "INVALID_PAYLOAD", "\"last_access\" must be a date"
-					}
-					*v = t.UTC().Format("2006-01-02T15:04:05.000Z")
-				}
-				u.LastAccess = v
-			case "token":
-				if v != nil && len(*v) > 255 {
-					return nil, nil, 400, "VALUE_TOO_LONG", "Value for field \"token\" is too long."
-				}
-				u.Token = v
-			}
-		case "policies":
-			var rel struct {
-				Create []struct {
-					Policy string `json:"policy"`
-				} `json:"create"`
-				Delete []string `json:"delete"`
-			}
-			if err := json.Unmarshal(raw, &rel); err != nil {
-				return nil, nil, 400, "INVALID_PAYLOAD", "\"policies\" must be {create,update,delete}"
-			}
-			for _, c := range rel.Create {
-				if s.policies[c.Policy] == nil {
-					return nil, nil, 400, "INVALID_FOREIGN_KEY", "Invalid foreign key for field \"policy\"."
-				}
-				add = append(add, c.Policy)
-			}
-			for _, id := range rel.Delete {
-				if a := s.access[id]; a == nil || a.User == nil || *a.User != u.ID {
-					return nil, nil, 403, "FORBIDDEN", "You don't have permission to access this."
-				}
-				del = append(del, id)
-			}
-		default:
-			return nil, nil, 400, "INVALID_PAYLOAD", "unknown field \"" + k + "\""
-		}
-	}
-	if status, code, msg := s.unique(u); status != 0 {
-		return nil, nil, status, code, msg
-	}
-	return add, del, 0, "", ""
+	return &apiError{status: http.StatusBadRequest, code: "INVALID_FOREIGN_KEY",
+		msg: "Invalid foreign key \"" + value + "\" for field \"" + field + "\" in collection \"" + collection + "\".",
+		ext: map[string]any{"collection": collection, "field": field, "value": value}}
 }
 
-// unique enforces the unique columns of directus_users. Like Directus, the
-// message echoes the duplicate value.
-func (s *Server) unique(u *userRow) (int, string, string) {
-	for _, o := range s.users {
-		if o.ID == u.ID {
-			continue
-		}
-		if u.Token != nil && o.Token != nil && *o.Token == *u.Token {
-			return 400, "RECORD_NOT_UNIQUE", "Value \"" + *u.Token + "\" for field \"token\" in collection \"directus_users\" has to be unique."
-		}
-		if u.ExternalIdentifier != nil && o.ExternalIdentifier != nil && *o.ExternalIdentifier == *u.ExternalIdentifier {
-			return 400, "RECORD_NOT_UNIQUE", "Value \"" + *u.ExternalIdentifier + "\" for field \"external_identifier\" in collection \"directus_users\" has to be unique."
-		}
-	}
-	return 0, "", ""
-}
-
-func (s *Server) commitPolicies(userID string, add, del []string) {
-	for _, id := range del {
-		delete(s.access, id)
-	}
-	for _, p := range add {
-		id := randomUUID()
-		uid := userID
-		s.access[id] = &accessRow{ID: id, Policy: p, User: &uid}
-	}
-}
-
-func (s *Server) createUser(w http.ResponseWriter, r *http.Request) {
-	var p fieldsPayload
-	if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
-		writeError(w, 400, "INVALID_PAYLOAD", "body must be a JSON object")
-		return
-	}
-	var id string
-	if raw, ok := p["id"]; ok {
-		if json.Unmarshal(raw, &id) != nil || id == "" {
-			writeError(w, 400, "INVALID_PAYLOAD", "\"id\" must be a string")
-			return
-		}
-	} else {
-		id = randomUUID()
-	}
-	if s.users[id] != nil {
-		writeError(w, 400, "RECORD_NOT_UNIQUE", "Value \""+id+"\" for field \"id\" in collection \"directus_users\" has to be unique.")
-		return
-	}
-	u := &userRow{ID: id, Status: "active", Provider: "default"}
-	add, _, status, code, msg := s.apply(u, p, true)
-	if status != 0 {
-		writeError(w, status, code, msg)
-		return
-	}
-	s.users[id] = u
-	s.commitPolicies(id, add, nil)
-	writeData(w, s.render(u))
-}
-
-func (s *Server) updateUser(w http.ResponseWriter, r *http.Request, id string) {
-	var p fieldsPayload
-	if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
-		writeError(w, 400, "INVALID_PAYLOAD", "body must be a JSON object")
-		return
-	}
-	cur := s.users[id]
-	if cur == nil {
-		// Directus answers a PATCH of a missing item with 204 and no body.
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
-	next := *cur
-	add, del, status, code, msg := s.apply(&next, p, false)
-	if status != 0 {
-		writeError(w, status, code, msg)
-		return
-	}
-	*cur = next
-	s.commitPolicies(id, add, del)
-	writeData(w, s.render(cur))
-}
-
-func (s *Server) updateUsers(w http.ResponseWriter, r *http.Request) {
-	var body struct {
-		Keys []string      `json:"keys"`
-		Data fieldsPayload `json:"data"`
-	}
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.Keys == nil {
-		writeError(w, 400, "INVALID_PAYLOAD", "body must be {keys, data}")
-		return
-	}
-	// Missing keys are skipped; the rest is all or nothing, like Directus's
-	// transaction.
-	var keys []string
-	for _, id := range body.Keys {
-		if s.users[id] != nil {
-			keys = append(keys, id)
-		}
-	}
-	next := make([]userRow, len(keys))
-	for i, id := range keys {
-		next[i] = *s.users[id]
-		add, del, status, code, msg := s.apply(&next[i], body.Data, false)
-		if status == 0 && (len(add) > 0 || len(del) > 0) {
-			status, code, msg = 400, "INVALID_PAYLOAD", "fake: policies in a batch are not supported"
-		}
-		if status != 0 {
-			writeError(w, status, code, msg)
-			return
-		}
-	}
-	out := make([]map[string]any, len(keys))
-	for i, id := range keys {
-		*s.users[id] = next[i]
-		out[i] = map[string]any{"id": id}
-	}
-	writeData(w, out)
-}
-
-func (s *Server) deleteUsers(w http.ResponseWriter, r *http.Request) {
-	var ids []string
-	if err := json.NewDecoder(r.Body).Decode(&ids); err != nil {
-		writeError(w, 400, "INVALID_PAYLOAD", "body must be a list of ids")
-		return
-	}
-	for _, id := range ids {
-		if s.users[id] == nil {
-			writeError(w, 403, "FORBIDDEN", "You don't have permission to access this.")
-			return
-		}
-	}
-	for _, id := range ids {
-		delete(s.users, id)
-		for aid, a := range s.access {
-			if a.User != nil && *a.User == id {
-				delete(s.access, aid)
-			}
-		}
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (s *Server) listRoles(w http.ResponseWriter) {
-	out := []map[string]any{}
-	for _, r := range s.roles {
-		pol := []map[string]any{}
-		for _, a := range s.sortedAccess() {
-			if a.Role != nil && *a.Role == r.ID {
-				pol = append(pol, map[string]any{"policy": a.Policy})
-			}
-		}
-		out = append(out, map[string]any{"id": r.ID, "name": r.Name, "parent": r.Parent, "policies": pol})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i]["name"].(string) < out[j]["name"].(string) })
-	writeData(w, out)
-}
-
-func (s *Server) createRole(w http.ResponseWriter, r *http.Request) {
-	var body struct {
-		Name     string  `json:"name"`
-		Parent   *string `json:"parent"`
-		Policies struct {
-			Create []struct {
-				Policy string `json:"policy"`
-			} `json:"create"`
-		} `json:"policies"`
-	}
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.Name == "" {
-		writeError(w, 400, "INVALID_PAYLOAD", "\"name\" is required")
-		return
-	}
-	for _, c := range body.Policies.Create {
-		if s.policies[c.Policy] == nil {
-			writeError(w, 400, "INVALID_FOREIGN_KEY", "Invalid foreign key for field \"policy\".")
-			return
-		}
-	}
-	role := &roleRow{ID: randomUUID(), Name: body.Name, Parent: body.Parent}
-	s.roles[role.ID] = role
-	pol := []map[string]any{}
-	for _, c := range body.Policies.Create {
-		id, rid := randomUUID(), role.ID
-		s.access[id] = &accessRow{ID: id, Policy: c.Policy, Role: &rid}
-		pol = append(pol, map[string]any{"policy": c.Policy})
-	}
-	writeData(w, map[string]any{"id": role.ID, "name": role.Name, "parent": role.Parent, "policies": pol})
-}
-
-func (s *Server) listPolicies(w http.ResponseWriter) {
-	out := make([]*policyRow, 0, len(s.policies))
-	for _, p := range s.policies {
-		out = append(out, p)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	writeData(w, out)
-}
-
-func (s *Server) createPolicy(w http.ResponseWriter, r *http.Request) {
-	var p policyRow
-	if err := json.NewDecoder(r.Body).Decode(&p); err != nil || p.Name == "" {
-		writeError(w, 400, "INVALID_PAYLOAD", "\"name\" is required")
-		return
-	}
-	p.ID = randomUUID()
-	s.policies[p.ID] = &p
-	writeData(w, p)
-}
-
+// writeData answers {"data": v}. Like Node's JSON.stringify, it does not
+// escape <, > and &, so JSON values come back byte for byte.
 func writeData(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	_ = json.NewEncoder(w).Encode(map[string]any{"data": v})
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(map[string]any{"data": v})
 }
 
-func writeError(w http.ResponseWriter, status int, code, msg string) {
+func writeError(w http.ResponseWriter, e *apiError) {
+	ext := map[string]any{"code": e.code}
+	for k, v := range e.ext {
+		ext[k] = v
+	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
+	w.WriteHeader(e.status)
 	_ = json.NewEncoder(w).Encode(map[string]any{"errors": []any{
-		map[string]any{"message": msg, "extensions": map[string]any{"code": code}},
+		map[string]any{"message": e.msg, "extensions": ext},
 	}})
 }
 
