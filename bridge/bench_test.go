@@ -76,11 +76,17 @@ func newBenchIssuer(tb testing.TB, alg jose.SignatureAlgorithm) *benchIssuer {
 	return bi
 }
 
+// config is the issuer's configuration: RS256 has the hook's user ids, the
+// others issuer-scoped ones (at most one issuer may use hook ids).
 func (bi *benchIssuer) config() IssuerConfig {
-	return IssuerConfig{
+	c := IssuerConfig{
 		Name: "bench-" + strings.ToLower(string(bi.alg)), Issuer: bi.url, Audiences: []string{benchAudience},
 		Algorithms: []string{string(bi.alg)}, RequiredClaims: map[string]any{"gty": "client-credentials"},
 	}
+	if bi.alg != jose.RS256 {
+		c.UserIDs = UserIDsIssuer
+	}
+	return c
 }
 
 // token signs an Auth0-shaped client-credentials token for client, valid

@@ -34,6 +34,9 @@ type Directus interface {
 	DeleteUsers(ctx context.Context, ids []string) error
 	Roles(ctx context.Context) ([]directus.Role, error)
 	Policies(ctx context.Context) ([]directus.Policy, error)
+	Me(ctx context.Context) (directus.User, error)
+	Activity(ctx context.Context, f directus.ActivityFilter, limit int) ([]directus.Activity, error)
+	LastActivityID(ctx context.Context, collection string) (int64, error)
 }
 
 // TokenConfig shapes the Directus static tokens the bridge issues.
@@ -105,6 +108,14 @@ type Exchanger struct {
 	metrics   *Metrics
 	perClient *limiter
 	perIP     *limiter
+
+	watchMu sync.Mutex // one Watch at a time
+	self    string     // the bridge's own Directus user id, learnt by Watch
+	retryMu sync.Mutex
+	retry   map[string]bool // users Watch looks at again
+	// recreated: users someone else created or deleted since Watch last
+	// looked at them.
+	recreated map[string]bool
 }
 
 // NewExchanger builds an Exchanger; it makes no request. Options are
@@ -127,8 +138,15 @@ func NewExchanger(o Options) (*Exchanger, error) {
 		return nil, fmt.Errorf("bridge: users.namespace: %w", err)
 	}
 	issuers := slices.Clone(o.Issuers)
+	var hook []string
 	for i := range issuers {
 		issuers[i].setDefaults()
+		if issuers[i].UserIDs == UserIDsHook {
+			hook = append(hook, issuers[i].Name)
+		}
+	}
+	if len(hook) > 1 {
+		return nil, fmt.Errorf("bridge: issuers %s all use hook user ids: at most one may (user_ids: issuer on the others)", strings.Join(hook, ", "))
 	}
 	o.Limits.SetDefaults()
 	e := &Exchanger{
@@ -143,6 +161,8 @@ func NewExchanger(o Options) (*Exchanger, error) {
 		metrics:   o.Metrics,
 		perClient: newLimiter(o.Limits.PerClient, o.Now),
 		perIP:     newLimiter(o.Limits.PerIP, o.Now),
+		retry:     map[string]bool{},
+		recreated: map[string]bool{},
 	}
 	for _, k := range e.verifier.issuers {
 		name := k.cfg.Name
@@ -206,15 +226,29 @@ func (e *Exchanger) Directus() Directus { return e.directus }
 // Mapper returns the rules in force.
 func (e *Exchanger) Mapper() *Mapper { return e.mapper.Load() }
 
-// UserID derives the Directus user id of a client: UUIDv5 of the client id
-// in the configured namespace (NIL by default, as the hook extension does),
-// or of issuer + client id when the issuer asks for it.
+// UserID derives the Directus user id of a client of issuer: with hook ids
+// (the default, and a nil issuer) UUIDv5 of the client id in the namespace,
+// as the hook extension does; with issuer-scoped ids UUIDv5 of
+// "directus-bridge" NUL issuer NUL client. Issuers contain no control
+// characters and clients are refused with them, so no two (issuer, client)
+// pairs share a name.
 func UserID(ns uuid.UUID, issuer *IssuerConfig, client string) string {
 	name := client
-	if issuer != nil && issuer.IDFromIssuer {
-		name = issuer.Issuer + client
+	if issuer != nil && issuer.UserIDs == UserIDsIssuer {
+		name = "directus-bridge\x00" + issuer.Issuer + "\x00" + client
 	}
 	return uuid.NewSHA1(ns, []byte(name)).String()
+}
+
+// ExternalID is the external_identifier of a client's Directus user: the
+// client id with hook ids (as the hook extension writes it), "<issuer
+// name>:<client>" with issuer-scoped ids (Directus keeps external
+// identifiers unique across all users).
+func ExternalID(issuer *IssuerConfig, client string) string {
+	if issuer != nil && issuer.UserIDs == UserIDsIssuer {
+		return issuer.Name + ":" + client
+	}
+	return client
 }
 
 // Request is one token-exchange request, already parsed.
@@ -313,6 +347,11 @@ func (e *Exchanger) exchangeVerified(ctx context.Context, id *Identity, req Requ
 		return nil, &Error{Code: "temporarily_unavailable", Description: "rate limit exceeded for this client",
 			Status: 429, RetryAfter: wait}
 	}
+	if !e.now().Before(id.Expiry) {
+		// Inside the issuer's leeway: valid, but anything issued for it
+		// would outlive it.
+		return nil, &Error{Code: "invalid_request", Status: 400, Description: "subject_token has expired"}
+	}
 	scopes := id.Scopes
 	if req.Scopes != nil {
 		var missing []string
@@ -325,7 +364,13 @@ func (e *Exchanger) exchangeVerified(ctx context.Context, id *Identity, req Requ
 			return nil, &Error{Code: "invalid_scope", Status: 400,
 				Description: "the subject token does not carry the scopes " + strings.Join(missing, " ")}
 		}
-		scopes = sortedUnique(req.Scopes)
+		// One Directus user and one token per client: a narrowed token
+		// would share its privileges with every other instance of the
+		// client, so narrowing cannot be honoured and is refused.
+		if len(sortedUnique(req.Scopes)) != len(id.Scopes) {
+			return nil, &Error{Code: "invalid_scope", Status: 400,
+				Description: "narrowing the scope is not supported: a client's token always carries every scope of its subject token; omit scope or ask for all of them"}
+		}
 	}
 	m := e.mapper.Load()
 	// Reasons (why each earlier rule did not match) cost a formatted string
@@ -351,7 +396,7 @@ func (e *Exchanger) exchangeVerified(ctx context.Context, id *Identity, req Requ
 		UserID: UserID(e.namespace, id.Issuer, id.Client), Issuer: id.Issuer.Name, Client: id.Client,
 		Scopes: scopes, Role: grant.Role, Policies: grant.Policies, Rule: dec.Rule, SubjectFP: id.Fingerprint,
 	}
-	if err := e.upsert(ctx, id, res); err != nil {
+	if err := e.upsert(ctx, id, res, m); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -392,153 +437,6 @@ func (e *Exchanger) newExpiry(id *Identity, now time.Time) time.Time {
 	return exp
 }
 
-// reusable reports whether the live token of rec may be handed out again:
-// while at least RotateBefore of it is left, or while a new token would not
-// live longer anyway (its subject token expires first).
-func (e *Exchanger) reusable(rec *Record, newExp, now time.Time) bool {
-	return rec.live(now) && (rec.Expiry.Sub(now) >= e.tokens.RotateBefore.D() || !newExp.After(rec.Expiry))
-}
-
-func (e *Exchanger) upsert(ctx context.Context, id *Identity, res *Result) error {
-	unlock := e.locks.lock(res.UserID)
-	defer unlock()
-	now := e.now()
-	rec, known := e.store.Get(res.UserID)
-	newExp := e.newExpiry(id, now)
-	sameGrant := known && rec.Role == res.Role && samePolicies(rec.Policies, res.Policies)
-	if known && sameGrant && !rec.SuspendedByBridge && !rec.SuspendedByAdmin && e.reusable(&rec, newExp, now) {
-		res.Token, res.Expiry, res.Outcome = rec.Token, rec.Expiry, Reused
-		if slices.Equal(rec.Scopes, res.Scopes) && rec.Issuer == res.Issuer {
-			e.store.Touch(res.UserID, now)
-			return nil
-		}
-		rec.Scopes, rec.Issuer, rec.LastExchange = res.Scopes, res.Issuer, now
-		if err := e.store.Put(rec); err != nil {
-			return &Error{Code: "server_error", Description: "the bridge could not record the exchange", Status: 500, Cause: err}
-		}
-		return nil
-	}
-
-	next := Record{
-		UserID: res.UserID, Issuer: res.Issuer, Client: res.Client, Scopes: res.Scopes, Role: res.Role,
-		Audiences: id.Audiences, Claims: ruleClaims(id.Claims, e.mapper.Load().Rules), LastExchange: now, Pending: true,
-	}
-	res.Outcome = Issued
-	switch {
-	case known && e.reusable(&rec, newExp, now):
-		next.Token, next.Expiry, res.Outcome = rec.Token, rec.Expiry, Updated
-	case known && rec.live(now):
-		res.Outcome = Rotated
-		fallthrough
-	default:
-		tok, err := e.mint()
-		if err != nil {
-			return &Error{Code: "server_error", Description: "could not generate a token", Status: 500, Cause: err}
-		}
-		next.Token, next.Expiry = tok, newExp
-	}
-	// Write ahead: once Directus may hold the token, the bridge knows it, so
-	// it is revoked on expiry even if the bridge dies before Directus answers.
-	if err := e.store.Put(next); err != nil {
-		return &Error{Code: "server_error", Description: "the bridge could not record the token", Status: 500, Cause: err}
-	}
-	var prev *Record
-	if known {
-		prev = &rec
-	}
-	user, err := e.write(ctx, prev, &next, res.Policies, id, now)
-	if err != nil {
-		if errors.Is(err, directus.ErrUnavailable) {
-			return unavailable(err)
-		}
-		var ee *Error
-		if errors.As(err, &ee) {
-			return ee
-		}
-		return &Error{Code: "server_error", Description: "Directus refused the machine user update", Status: 500, Cause: err}
-	}
-	next.Pending = false
-	next.SuspendedByBridge = false
-	next.SuspendedByAdmin = user.Status != "active"
-	next.Policies = grantedAccess(user.Access, res.Policies)
-	if err := e.store.Put(next); err != nil {
-		return &Error{Code: "server_error", Description: "the bridge could not record the token", Status: 500, Cause: err}
-	}
-	if user.Status != "active" {
-		return &Error{Code: "unauthorized_client", Status: 400,
-			Description: "the Directus user of this client is " + user.Status + " by a Directus administrator"}
-	}
-	res.Token, res.Expiry = next.Token, next.Expiry
-	return nil
-}
-
-// write brings the Directus user in line with next in as few requests as
-// possible: one PATCH for a known user, one POST for a new one, and a read
-// plus a PATCH for a user that exists in Directus but not in the bridge's
-// state (a user of the hook extension, or lost state).
-func (e *Exchanger) write(ctx context.Context, prev, next *Record, want []string, id *Identity, now time.Time) (directus.User, error) {
-	if prev != nil {
-		ch := directus.UserChange{LastAccess: &now}
-		if next.Token != prev.Token || prev.Pending {
-			ch.Token = &next.Token
-		}
-		if next.Role != prev.Role {
-			ch.Role = &next.Role
-		}
-		ch.AddPolicies, ch.RemoveAccess = policyDiff(prev.Policies, want)
-		if prev.SuspendedByBridge {
-			ch.Status = directus.Ptr("active")
-		}
-		user, err := e.directus.UpdateUser(ctx, next.UserID, ch)
-		if !errors.Is(err, directus.ErrNotFound) {
-			return user, err
-		}
-		// The user was deleted in Directus: create it again.
-	}
-	user, err := e.create(ctx, next, want, id, now)
-	if !errors.Is(err, directus.ErrConflict) || directus.Code(err) == "" {
-		return user, err
-	}
-	var api *directus.APIError
-	if errors.As(err, &api) && api.Field != "" && api.Field != "id" {
-		return user, err // e.g. external_identifier taken by another user
-	}
-	cur, err := e.directus.User(ctx, next.UserID)
-	if err != nil {
-		return directus.User{}, err
-	}
-	if cur.Status != "active" {
-		// Not suspended by the bridge (it has no record): an admin's decision.
-		return cur, nil
-	}
-	ch := directus.UserChange{Token: &next.Token, LastAccess: &now}
-	if cur.Role != next.Role {
-		ch.Role = &next.Role
-	}
-	ch.AddPolicies, ch.RemoveAccess = policyDiff(cur.Access, want)
-	return e.directus.UpdateUser(ctx, next.UserID, ch)
-}
-
-// create creates the machine user, falling back to the default provider
-// when Directus refuses a custom one (Directus 12 without a license).
-func (e *Exchanger) create(ctx context.Context, next *Record, want []string, id *Identity, now time.Time) (directus.User, error) {
-	nu := directus.NewUser{
-		ID: next.UserID, Status: "active", Role: next.Role, ExternalIdentifier: id.Client,
-		FirstName: e.users.FirstName, LastName: e.users.LastName, Token: next.Token, LastAccess: now,
-		Policies: want,
-	}
-	if p := *e.provider.Load(); p != "default" {
-		nu.Provider = p
-	}
-	user, err := e.directus.CreateUser(ctx, nu)
-	if nu.Provider != "" && directus.Code(err) == directus.CodeInvalidPayload && strings.Contains(strings.ToLower(err.Error()), "provider") {
-		e.fallBackProvider("Directus refused the custom provider")
-		nu.Provider = ""
-		user, err = e.directus.CreateUser(ctx, nu)
-	}
-	return user, err
-}
-
 // DetectProvider checks, once at start, whether Directus accepts a custom
 // provider (Directus 12 without a license does not) and falls back to
 // "default" with one warning when it cannot.
@@ -577,56 +475,4 @@ func (e *Exchanger) mint() (string, error) {
 		return "", err
 	}
 	return e.tokens.Prefix + base64.RawURLEncoding.EncodeToString(b), nil
-}
-
-func samePolicies(have []directus.Access, want []string) bool {
-	if len(have) != len(want) {
-		return false
-	}
-	for _, p := range want {
-		if !hasPolicy(have, p) {
-			return false
-		}
-	}
-	return true
-}
-
-func hasPolicy(access []directus.Access, policy string) bool {
-	return slices.ContainsFunc(access, func(a directus.Access) bool { return a.Policy == policy })
-}
-
-// grantedAccess keeps the access rows of the wanted policies, and an entry
-// without a row id for a wanted policy Directus did not list (its row id is
-// learnt at the next write). Nil when nothing is wanted: most machine users
-// have no extra policy.
-func grantedAccess(access []directus.Access, want []string) []directus.Access {
-	var out []directus.Access
-	for _, a := range access {
-		if slices.Contains(want, a.Policy) {
-			out = append(out, a)
-		}
-	}
-	for _, p := range want {
-		if !hasPolicy(out, p) {
-			out = append(out, directus.Access{Policy: p})
-		}
-	}
-	return out
-}
-
-// policyDiff returns the policies to attach and the access rows to delete to
-// go from have (policy id -> access row id) to want.
-func policyDiff(have []directus.Access, want []string) (add, remove []string) {
-	for _, p := range want {
-		if !hasPolicy(have, p) {
-			add = append(add, p)
-		}
-	}
-	for _, a := range have {
-		if !slices.Contains(want, a.Policy) && a.ID != "" {
-			remove = append(remove, a.ID)
-		}
-	}
-	sort.Strings(remove)
-	return add, remove
 }

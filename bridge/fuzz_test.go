@@ -87,7 +87,7 @@ func newFuzzIssuers(tb testing.TB, ctx context.Context) *fuzzIssuers {
 	fx.cfg = []IssuerConfig{
 		{Name: "eddsa", Issuer: "https://eddsa.fuzz.test/", Audiences: []string{fuzzAudience}, JWKSURL: srv.URL + "/eddsa",
 			Algorithms: []string{"EdDSA"}, RequireTyp: "at+jwt", RequiredClaims: map[string]any{"gty": "client-credentials"}},
-		{Name: "es256", Issuer: "https://es256.fuzz.test", Audiences: []string{fuzzAudience}, JWKSURL: srv.URL + "/es256",
+		{Name: "es256", Issuer: "https://es256.fuzz.test", Audiences: []string{fuzzAudience}, JWKSURL: srv.URL + "/es256", UserIDs: UserIDsIssuer,
 			Algorithms: []string{"ES256"}, RequiredClaims: map[string]any{"stt": 1}, ScopeClaims: []string{"scp"}},
 	}
 	ex, err := NewExchanger(Options{

@@ -19,6 +19,7 @@ type Metrics struct {
 	directusErrors   *prometheus.CounterVec
 	jwksFetches      *prometheus.CounterVec
 	tokensRevoked    prometheus.Counter
+	watchNoticed     prometheus.Counter
 	reconcileRuns    *prometheus.CounterVec
 	reconcileActions *prometheus.CounterVec
 	rateLimited      *prometheus.CounterVec
@@ -54,6 +55,10 @@ func NewMetrics(reg prometheus.Registerer, store *Store, now func() time.Time) *
 			Name: "directus_bridge_tokens_revoked_total",
 			Help: "Expired static tokens cleared in Directus by the revoker.",
 		}),
+		watchNoticed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "directus_bridge_watch_noticed_total",
+			Help: "Changes to machine users made in Directus by others, noticed in its activity log.",
+		}),
 		reconcileRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "directus_bridge_reconcile_runs_total",
 			Help: "Reconcile runs by result (ok, error).",
@@ -68,7 +73,7 @@ func NewMetrics(reg prometheus.Registerer, store *Store, now func() time.Time) *
 		}, []string{"limit"}),
 	}
 	reg.MustRegister(m.exchanges, m.exchangeSeconds, m.directusSeconds, m.directusErrors, m.jwksFetches,
-		m.tokensRevoked, m.reconcileRuns, m.reconcileActions, m.rateLimited,
+		m.tokensRevoked, m.watchNoticed, m.reconcileRuns, m.reconcileActions, m.rateLimited,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "directus_bridge_live_tokens",
 			Help: "Issued static tokens that have not expired yet.",
@@ -80,7 +85,7 @@ func NewMetrics(reg prometheus.Registerer, store *Store, now func() time.Time) *
 func (m *Metrics) names() []string {
 	ch := make(chan *prometheus.Desc, 32)
 	for _, c := range []prometheus.Collector{m.exchanges, m.exchangeSeconds, m.directusSeconds, m.directusErrors,
-		m.jwksFetches, m.tokensRevoked, m.reconcileRuns, m.reconcileActions, m.rateLimited} {
+		m.jwksFetches, m.tokensRevoked, m.watchNoticed, m.reconcileRuns, m.reconcileActions, m.rateLimited} {
 		c.Describe(ch)
 	}
 	close(ch)
@@ -133,6 +138,12 @@ func (m *Metrics) jwksFetch(issuer string, ok bool) {
 func (m *Metrics) revoked(n int) {
 	if m != nil && n > 0 {
 		m.tokensRevoked.Add(float64(n))
+	}
+}
+
+func (m *Metrics) watched(n int) {
+	if m != nil && n > 0 {
+		m.watchNoticed.Add(float64(n))
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/directus-bridge/directus-bridge/directus"
@@ -28,6 +29,10 @@ type ReconcileConfig struct {
 	Drift string `yaml:"drift"`
 	// PageSize is how many users one read fetches (default 1000).
 	PageSize int `yaml:"page_size"`
+	// WatchInterval is how often Directus's activity log is read for changes
+	// to machine users made by others: suspensions, deletions, hand edits
+	// (default 5s; negative disables). See Exchanger.Watch.
+	WatchInterval Duration `yaml:"watch_interval"`
 }
 
 // Drift modes.
@@ -51,6 +56,9 @@ func (c *ReconcileConfig) SetDefaults() {
 	if c.PageSize <= 0 {
 		c.PageSize = 1000
 	}
+	if c.WatchInterval == 0 {
+		c.WatchInterval = Duration(5 * time.Second)
+	}
 }
 
 // Reconcile actions.
@@ -63,6 +71,7 @@ const (
 	ActSuspend  = "suspend"  // not seen for suspend_after
 	ActDelete   = "delete"   // suspended by the bridge for delete_after
 	ActNoticed  = "noticed"  // suspended by an administrator: recorded, Directus untouched
+	ActGone     = "gone"     // deleted in Directus: recorded, created again at the next exchange
 )
 
 // Change is one planned or applied action on one user.
@@ -107,7 +116,8 @@ func (e *Exchanger) managedID(u directus.User) bool {
 		return true
 	}
 	for _, k := range e.verifier.issuers {
-		if k.cfg.IDFromIssuer && UserID(e.namespace, k.cfg, u.ExternalIdentifier) == u.ID {
+		client, ok := strings.CutPrefix(u.ExternalIdentifier, k.cfg.Name+":")
+		if ok && k.cfg.UserIDs == UserIDsIssuer && UserID(e.namespace, k.cfg, client) == u.ID {
 			return true
 		}
 	}
@@ -125,6 +135,7 @@ func (e *Exchanger) Reconcile(ctx context.Context, rc ReconcileConfig, dryRun bo
 	defer func() { rep.Duration = e.now().Sub(rep.Started).Round(time.Millisecond).String() }()
 	defer func() { e.metrics.reconciled(rep, err) }()
 	var plans []plan
+	seen := map[string]bool{}
 	for offset := 0; ; offset += rc.PageSize {
 		var users []directus.User
 		users, err = e.directus.ListUsers(ctx, directus.UserFilter{HasExternalIdentifier: true}, rc.PageSize, offset)
@@ -133,6 +144,7 @@ func (e *Exchanger) Reconcile(ctx context.Context, rc ReconcileConfig, dryRun bo
 			return rep, fmt.Errorf("reconcile: %w", err)
 		}
 		for _, u := range users {
+			seen[u.ID] = true
 			rep.Scanned++
 			if !e.managedID(u) {
 				continue
@@ -144,6 +156,12 @@ func (e *Exchanger) Reconcile(ctx context.Context, rc ReconcileConfig, dryRun bo
 			break
 		}
 	}
+	gone, err := e.missingUsers(ctx, seen)
+	if err != nil {
+		rep.Error = err.Error()
+		return rep, fmt.Errorf("reconcile: %w", err)
+	}
+	plans = append(plans, gone...)
 	defer rep.sort()
 	if dryRun {
 		for _, p := range plans {
@@ -182,7 +200,7 @@ func (r *Report) add(p plan) {
 func (e *Exchanger) planUser(u directus.User, rc ReconcileConfig) []plan {
 	now := e.now()
 	rec, known := e.store.Get(u.ID)
-	liveToken := known && rec.Token != "" && now.Before(rec.Expiry)
+	liveToken := known && rec.liveToken(now)
 	p := plan{user: u, rec: rec, known: known}
 	one := func(action, detail string) []plan { p.action, p.detail = action, detail; return []plan{p} }
 	var out []plan
@@ -246,6 +264,7 @@ const batchSize = 200
 // re-checks every plan against the state, so that a token an exchange has
 // just issued is never revoked or overwritten.
 func (e *Exchanger) apply(ctx context.Context, plans []plan, rep *Report) error {
+	written := map[string]uint64{} // the revision this run left each record at
 	groups := map[string][]plan{}
 	var order []string
 	for _, p := range plans {
@@ -269,7 +288,7 @@ func (e *Exchanger) apply(ctx context.Context, plans []plan, rep *Report) error 
 		g := groups[key]
 		for len(g) > 0 {
 			n := min(len(g), batchSize)
-			if err := e.applyBatch(ctx, g[:n], rep); err != nil {
+			if err := e.applyBatch(ctx, g[:n], rep, written); err != nil {
 				return err
 			}
 			g = g[n:]
@@ -278,7 +297,7 @@ func (e *Exchanger) apply(ctx context.Context, plans []plan, rep *Report) error 
 	return nil
 }
 
-func (e *Exchanger) applyBatch(ctx context.Context, batch []plan, rep *Report) error {
+func (e *Exchanger) applyBatch(ctx context.Context, batch []plan, rep *Report, written map[string]uint64) error {
 	ids := make([]string, len(batch))
 	for i, p := range batch {
 		ids[i] = p.user.ID
@@ -290,7 +309,7 @@ func (e *Exchanger) applyBatch(ctx context.Context, batch []plan, rep *Report) e
 	for _, p := range batch {
 		rec, known := e.store.Get(p.user.ID)
 		// An exchange ran since the plan was made: leave the user to it.
-		if known != p.known || (known && (rec.Token != p.rec.Token || !rec.LastExchange.Equal(p.rec.LastExchange))) {
+		if known != p.known || (known && (rec.rev != p.rec.rev && rec.rev != written[rec.UserID] || !rec.LastExchange.Equal(p.rec.LastExchange))) {
 			rep.Skipped++
 			continue
 		}
@@ -326,10 +345,29 @@ func (e *Exchanger) applyBatch(ctx context.Context, batch []plan, rep *Report) e
 			}
 			keep[0].user.Access = u.Access
 		}
-	case ActDrift, ActNoticed:
+	case ActDrift, ActNoticed, ActGone:
 		// No Directus request: reported, or recorded below.
 	}
 	if err != nil {
+		if !definite(err) {
+			// Directus may have applied it: the next exchange of each user
+			// reads it first. A suspension of the bridge's may be in force.
+			var recs []Record
+			for _, p := range keep {
+				if !p.known {
+					continue
+				}
+				r := p.rec
+				r.Unsure = true
+				if action == ActSuspend || action == ActUnmapped {
+					r.SuspendedByBridge, r.SuspendedAt = true, now
+				}
+				recs = append(recs, r)
+			}
+			if perr := e.store.PutAll(recs); perr != nil {
+				err = errors.Join(err, perr)
+			}
+		}
 		return fmt.Errorf("reconcile: %s: %w", action, err)
 	}
 	var recs []Record
@@ -343,14 +381,14 @@ func (e *Exchanger) applyBatch(ctx context.Context, batch []plan, rep *Report) e
 		r := p.rec
 		switch p.action {
 		case ActRevoke:
-			r.Token, r.Pending = "", false
+			r.tokensCleared()
 		case ActSuspend, ActUnmapped:
-			r.Token, r.Pending, r.SuspendedByBridge, r.SuspendedAt = "", false, true, now
+			r.tokensCleared()
+			r.SuspendedByBridge, r.SuspendedAt = true, now
 		case ActRemap, ActRestore:
-			r.Role = p.grant.Role
-			r.Policies = grantedAccess(p.user.Access, p.grant.Policies)
-		case ActDelete:
-			r.Token, r.Pending = "", false
+			r.Role, r.Policies = p.grant.Role, p.user.Access
+		case ActDelete, ActGone:
+			r.gone()
 		case ActNoticed:
 			r.SuspendedByAdmin = true
 		default:
@@ -361,5 +399,46 @@ func (e *Exchanger) applyBatch(ctx context.Context, batch []plan, rep *Report) e
 	if err := e.store.PutAll(recs); err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
+	for _, r := range recs {
+		if cur, ok := e.store.Get(r.UserID); ok {
+			written[r.UserID] = cur.rev
+		}
+	}
 	return nil
 }
+
+// missingUsers plans ActGone for every record whose user the listing did not
+// show and a read by id confirms is gone (the listing skips users without
+// an external identifier).
+func (e *Exchanger) missingUsers(ctx context.Context, seen map[string]bool) ([]plan, error) {
+	var ids []string
+	for _, r := range e.store.All() {
+		if !seen[r.UserID] && !r.Gone {
+			ids = append(ids, r.UserID)
+		}
+	}
+	sort.Strings(ids)
+	var out []plan
+	for len(ids) > 0 {
+		n := min(len(ids), readBatch)
+		found, err := e.directus.ListUsers(ctx, directus.UserFilter{IDs: ids[:n]}, n, 0)
+		if err != nil {
+			return nil, err
+		}
+		there := map[string]bool{}
+		for _, u := range found {
+			there[u.ID] = true
+		}
+		for _, id := range ids[:n] {
+			if rec, ok := e.store.Get(id); ok && !there[id] {
+				out = append(out, plan{user: directus.User{ID: id, ExternalIdentifier: rec.Client}, rec: rec, known: true,
+					action: ActGone, detail: "deleted in Directus; created again at the client's next exchange"})
+			}
+		}
+		ids = ids[n:]
+	}
+	return out, nil
+}
+
+// readBatch bounds the ids of one read by id.
+const readBatch = 100

@@ -212,7 +212,7 @@ func TestReconcileNeverRevokesAFreshToken(t *testing.T) {
 	}
 	fresh := h.exchange(h.auth0Token("racer", "items:read")).str("access_token")
 	rep := &Report{Actions: map[string]int{}}
-	if err := h.ex.applyBatch(context.Background(), plans, rep); err != nil {
+	if err := h.ex.applyBatch(context.Background(), plans, rep, map[string]uint64{}); err != nil {
 		t.Fatal(err)
 	}
 	if rep.Skipped != 1 || !h.tokenWorks(fresh) {

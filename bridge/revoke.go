@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -12,15 +13,16 @@ import (
 // revokeBatch bounds the ids of one PATCH /users.
 const revokeBatch = 200
 
-// RevokeExpired clears, in Directus, every static token whose expiry has
-// passed (pending ones included) and forgets it. It takes the users' locks,
+// RevokeExpired clears, in Directus, the token of every user that may hold
+// a token whose expiry has passed (an unconfirmed one included), and
+// forgets the user's tokens once Directus confirms. It takes the users' locks,
 // so it never clears a token that an exchange has just issued. It returns how
 // many tokens it revoked.
 func (e *Exchanger) RevokeExpired(ctx context.Context) (int, error) {
 	now := e.now()
 	var ids []string
 	for _, r := range e.store.All() {
-		if r.Token != "" && !now.Before(r.Expiry) {
+		if r.expiredToken(now) {
 			ids = append(ids, r.UserID)
 		}
 	}
@@ -46,7 +48,7 @@ func (e *Exchanger) revoke(ctx context.Context, ids []string) (int, error) {
 	now := e.now()
 	var recs []Record
 	for _, id := range ids {
-		if r, ok := e.store.Get(id); ok && r.Token != "" && !now.Before(r.Expiry) {
+		if r, ok := e.store.Get(id); ok && r.expiredToken(now) {
 			recs = append(recs, r)
 		}
 	}
@@ -59,17 +61,30 @@ func (e *Exchanger) revoke(ctx context.Context, ids []string) (int, error) {
 	}
 	// Users deleted in Directus meanwhile are skipped by Directus.
 	if err := e.directus.UpdateUsers(ctx, keys, directus.UserChange{Token: directus.Ptr("")}); err != nil {
+		if !definite(err) {
+			// Directus may have cleared the tokens: the records keep them
+			// (they are revoked again next time), and the next exchange
+			// reads the user before it writes.
+			for i := range recs {
+				recs[i].Unsure = true
+			}
+			if perr := e.store.PutAll(recs); perr != nil {
+				err = errors.Join(err, perr)
+			}
+		}
 		return 0, fmt.Errorf("revoke: %w", err)
 	}
+	expired := make([]time.Time, len(recs))
 	for i := range recs {
-		recs[i].Token, recs[i].Pending = "", false
+		expired[i] = recs[i].Expiry
+		recs[i].tokensCleared()
 	}
 	if err := e.store.PutAll(recs); err != nil {
 		return 0, fmt.Errorf("revoke: %w", err)
 	}
-	for _, r := range recs {
+	for i, r := range recs {
 		e.log.Info("token revoked", "event", "revoke", "user_id", r.UserID, "client", r.Client, "issuer", r.Issuer,
-			"expired_at", r.Expiry.UTC().Format(time.RFC3339))
+			"expired_at", expired[i].UTC().Format(time.RFC3339))
 	}
 	e.metrics.revoked(len(recs))
 	return len(recs), nil

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -19,39 +21,150 @@ import (
 	"github.com/directus-bridge/directus-bridge/directus"
 )
 
-// Record is what the bridge remembers about one machine user.
+// Record is what the bridge knows about one machine user. It separates what
+// Directus is known to hold (confirmed by its last answer) from what was
+// written without a known outcome, so that after any failure the next step
+// starts from the truth.
 type Record struct {
-	UserID string    `json:"user_id"`
-	Issuer string    `json:"issuer"` // configured issuer name
-	Client string    `json:"client"`
-	Token  string    `json:"-"` // the live static token, "" when none; sealed on disk
-	Sealed []byte    `json:"token_sealed,omitempty"`
-	Expiry time.Time `json:"expires_at,omitzero"`
-	// Pending marks a token written ahead of a Directus write whose outcome
-	// is not known (yet): it is never handed out, and it is revoked on expiry
-	// like any other, so a crash cannot leave an unknown token in Directus.
-	Pending bool     `json:"pending,omitempty"`
-	Scopes  []string `json:"scopes,omitempty"` // last granted scopes
+	UserID string `json:"user_id"`
+	// Issuer is the configured name of the issuer the user belongs to, for
+	// rules and logs; IssuerURL is the issuer itself (iss), which binds the
+	// user: an exchange from any other issuer is refused. Format 1 records
+	// have no IssuerURL and are bound by name.
+	Issuer    string `json:"issuer"`
+	IssuerURL string `json:"issuer_url,omitempty"`
+	Client    string `json:"client"`
+
+	// Token, Expiry, Role and Policies are what Directus held at its last
+	// answer: the static token ("" when none), the role id and every policy
+	// attached to the user directly, with its access row.
+	Token    string            `json:"-"`
+	Sealed   []byte            `json:"token_sealed,omitempty"`
+	Expiry   time.Time         `json:"expires_at,omitzero"`
+	Role     string            `json:"role,omitempty"`
+	Policies []directus.Access `json:"policies,omitempty"`
+
+	// Unsure marks a write whose outcome is not known (it failed without a
+	// definite refusal, its answer was lost, or the bridge stopped before
+	// the answer came): Directus holds either the fields above or what was
+	// written. Nothing is handed out while Unsure, and the next write reads
+	// the user first. Maybe lists the tokens such writes carried: Directus
+	// may hold one of them instead of Token, so each is revoked at its own
+	// expiry like Token.
+	Unsure bool        `json:"unsure,omitempty"`
+	Maybe  []Candidate `json:"maybe,omitempty"`
+	// Gone: Directus said the user does not exist (an administrator deleted
+	// it); the next exchange creates it again.
+	Gone bool `json:"gone,omitempty"`
+	// Bound: the Directus user carries the bridge's binding in auth_data.
+	Bound bool `json:"bound,omitempty"`
+
+	Scopes []string `json:"scopes,omitempty"` // last granted scopes
 	// Audiences and Claims of the last subject token that changed the
 	// grant, so that the reconciler can re-evaluate the rules.
 	Audiences []string            `json:"audiences,omitempty"`
 	Claims    map[string][]string `json:"claims,omitempty"`
-	Role      string              `json:"role,omitempty"`     // role id granted
-	Policies  []directus.Access   `json:"policies,omitempty"` // extra policies granted, with their access rows
 	// LastExchange is the time of the client's last successful exchange.
 	LastExchange time.Time `json:"last_exchange,omitzero"`
 	// SuspendedByBridge: the bridge suspended the user and may reactivate it.
 	SuspendedByBridge bool `json:"suspended_by_bridge,omitempty"`
-	// SuspendedByAdmin: Directus answered the last write with a status other
-	// than active that the bridge did not set; exchanges are refused (after
-	// asking Directus again) until an administrator reactivates the user.
+	// SuspendedByAdmin: Directus showed a status other than active that the
+	// bridge did not set; exchanges are refused (after asking Directus
+	// again) until an administrator reactivates the user.
 	SuspendedByAdmin bool      `json:"suspended_by_admin,omitempty"`
 	SuspendedAt      time.Time `json:"suspended_at,omitzero"`
+
+	// Format is the record format: 2. Format 1 (no field) recorded a write
+	// ahead of its outcome in place of the known state, marked Pending; it
+	// is read as Unsure with the pending token as a candidate.
+	Format  int  `json:"format,omitempty"`
+	Pending bool `json:"pending,omitempty"`
+
+	rev uint64 // changes with every Put, to notice a concurrent exchange
 }
 
-// live reports whether r holds a token that may be handed out at now.
+// Candidate is a token that Directus may hold, with its expiry.
+type Candidate struct {
+	Token  string    `json:"-"`
+	Sealed []byte    `json:"token_sealed,omitempty"`
+	Expiry time.Time `json:"expires_at"`
+}
+
+// recordFormat is the format Put writes.
+const recordFormat = 2
+
+// live reports whether r holds a token that may be handed out at now:
+// confirmed by Directus and not expired.
 func (r *Record) live(now time.Time) bool {
-	return r.Token != "" && !r.Pending && now.Before(r.Expiry)
+	return r.Token != "" && !r.Unsure && !r.Gone && now.Before(r.Expiry)
+}
+
+// holdsToken reports whether Directus may hold a token of r's.
+func (r *Record) holdsToken() bool { return r.Token != "" || len(r.Maybe) > 0 }
+
+// expiredToken reports whether a token that Directus may hold has expired
+// at now: the token slot must then be cleared.
+func (r *Record) expiredToken(now time.Time) bool {
+	if r.Token != "" && !now.Before(r.Expiry) {
+		return true
+	}
+	for _, c := range r.Maybe {
+		if !now.Before(c.Expiry) {
+			return true
+		}
+	}
+	return false
+}
+
+// liveToken reports whether Directus may hold a token of r's that has not
+// expired.
+func (r *Record) liveToken(now time.Time) bool {
+	if r.Token != "" && now.Before(r.Expiry) {
+		return true
+	}
+	for _, c := range r.Maybe {
+		if now.Before(c.Expiry) {
+			return true
+		}
+	}
+	return false
+}
+
+// tokensCleared records that Directus confirmed the user holds no token.
+func (r *Record) tokensCleared() {
+	r.Token, r.Expiry, r.Maybe = "", time.Time{}, nil
+}
+
+// gone records that Directus confirmed the user does not exist.
+func (r *Record) gone() {
+	r.tokensCleared()
+	r.Gone, r.Unsure, r.Bound = true, false, false
+	r.Role, r.Policies = "", nil
+}
+
+// boundTo reports whether r belongs to the issuer cfg.
+func (r *Record) boundTo(cfg *IssuerConfig) bool {
+	if r.IssuerURL != "" {
+		return r.IssuerURL == cfg.Issuer
+	}
+	return r.Issuer == cfg.Name
+}
+
+// migrate reads a format 1 record as format 2.
+func (r *Record) migrate() {
+	if r.Format >= recordFormat {
+		return
+	}
+	if r.Pending {
+		// The token was written ahead of a write whose outcome is unknown,
+		// and the role and policies recorded were the intent.
+		if r.Token != "" {
+			r.Maybe = []Candidate{{Token: r.Token, Expiry: r.Expiry}}
+		}
+		r.Token, r.Expiry, r.Unsure = "", time.Time{}, true
+	}
+	r.Pending = false
+	r.Format = recordFormat
 }
 
 // Store keeps records in memory and, when opened on a file, in a bbolt
@@ -66,13 +179,21 @@ type Store struct {
 	db    *bolt.DB
 	aead  cipher.AEAD
 	in    *interner
+	rev   uint64
+	// cursor is Watch's position in the Directus activity log.
+	cursor    int64
+	hasCursor bool
 }
 
 func newInterner() *interner {
 	return &interner{strs: map[string]string{}, slices: map[string][]string{}}
 }
 
-var bucket = []byte("users")
+var (
+	bucket     = []byte("users")
+	metaBucket = []byte("meta")
+	cursorKey  = []byte("activity_cursor")
+)
 
 // NewMemoryStore returns a Store that keeps nothing across restarts (tests).
 func NewMemoryStore() *Store {
@@ -101,6 +222,16 @@ func OpenStore(path string, key []byte) (*Store, error) {
 	}
 	s := &Store{recs: map[string]*Record{}, dirty: map[string]bool{}, db: db, aead: aead, in: newInterner()}
 	err = db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(metaBucket)
+		if err != nil {
+			return err
+		}
+		if v := meta.Get(cursorKey); v != nil {
+			if s.cursor, err = strconv.ParseInt(string(v), 10, 64); err != nil {
+				return fmt.Errorf("activity cursor: %w", err)
+			}
+			s.hasCursor = true
+		}
 		b, err := tx.CreateBucketIfNotExists(bucket)
 		if err != nil {
 			return err
@@ -110,14 +241,10 @@ func OpenStore(path string, key []byte) (*Store, error) {
 			if err := json.Unmarshal(v, r); err != nil {
 				return fmt.Errorf("record %s: %w", k, err)
 			}
-			if len(r.Sealed) > 0 {
-				plain, err := aead.Open(nil, r.Sealed[:aead.NonceSize()], r.Sealed[aead.NonceSize():], []byte(r.UserID))
-				if err != nil {
-					return fmt.Errorf("record %s: token does not decrypt (wrong state key?)", k)
-				}
-				r.Token = string(plain)
+			if err := s.unseal(r); err != nil {
+				return fmt.Errorf("record %s: %w", k, err)
 			}
-			r.Sealed = nil
+			r.migrate()
 			s.in.record(r)
 			s.recs[r.UserID] = r
 			return nil
@@ -227,11 +354,13 @@ func (in *interner) slice(s []string) []string {
 	if v, ok := in.slices[key]; ok {
 		return v
 	}
+	// A copy: the caller's slice may be shared (a cached identity's scopes).
+	out := make([]string, len(s))
 	for i := range s {
-		s[i] = in.str(s[i])
+		out[i] = in.str(s[i])
 	}
-	in.slices[key] = s
-	return s
+	in.slices[key] = out
+	return out
 }
 
 func (in *interner) record(r *Record) {
@@ -268,24 +397,111 @@ func (s *Store) PutAll(rs []Record) error {
 	defer s.mu.Unlock()
 	for i := range rs {
 		c := rs[i].clone()
+		c.Format = recordFormat
 		s.in.record(&c)
+		s.rev++
+		c.rev = s.rev
 		s.recs[c.UserID] = &c
 		delete(s.dirty, c.UserID)
 	}
 	return nil
 }
 
+// Delete forgets the record of userID (a write that Directus definitely
+// refused for a user the bridge did not know).
+func (s *Store) Delete(userID string) error {
+	if s.db != nil {
+		err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Delete([]byte(userID)) })
+		if err != nil {
+			return fmt.Errorf("state: delete: %w", err)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.recs, userID)
+	delete(s.dirty, userID)
+	return nil
+}
+
 func (s *Store) encode(r *Record) ([]byte, error) {
 	c := *r
-	c.Sealed = nil
-	if r.Token != "" {
-		nonce := make([]byte, s.aead.NonceSize())
-		if _, err := rand.Read(nonce); err != nil {
+	c.Format = recordFormat
+	var err error
+	if c.Sealed, err = s.seal(r.UserID, r.Token); err != nil {
+		return nil, err
+	}
+	c.Maybe = slices.Clone(r.Maybe)
+	for i := range c.Maybe {
+		if c.Maybe[i].Sealed, err = s.seal(r.UserID, c.Maybe[i].Token); err != nil {
 			return nil, err
 		}
-		c.Sealed = s.aead.Seal(nonce, nonce, []byte(r.Token), []byte(r.UserID))
 	}
 	return json.Marshal(&c)
+}
+
+// seal encrypts a token with the user id as associated data ("" stays nil).
+func (s *Store) seal(userID, token string) ([]byte, error) {
+	if token == "" {
+		return nil, nil
+	}
+	nonce := make([]byte, s.aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	return s.aead.Seal(nonce, nonce, []byte(token), []byte(userID)), nil
+}
+
+// unseal decrypts the tokens of a record read from the file.
+func (s *Store) unseal(r *Record) error {
+	open := func(sealed []byte) (string, error) {
+		if len(sealed) == 0 {
+			return "", nil
+		}
+		n := s.aead.NonceSize()
+		if len(sealed) < n+s.aead.Overhead() {
+			return "", errors.New("sealed token is truncated")
+		}
+		plain, err := s.aead.Open(nil, sealed[:n], sealed[n:], []byte(r.UserID))
+		if err != nil {
+			return "", errors.New("token does not decrypt (wrong state key?)")
+		}
+		return string(plain), nil
+	}
+	var err error
+	if r.Token, err = open(r.Sealed); err != nil {
+		return err
+	}
+	r.Sealed = nil
+	for i := range r.Maybe {
+		if r.Maybe[i].Token, err = open(r.Maybe[i].Sealed); err != nil {
+			return err
+		}
+		r.Maybe[i].Sealed = nil
+	}
+	return nil
+}
+
+// Cursor returns Watch's position in the Directus activity log, if any.
+func (s *Store) Cursor() (int64, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.cursor, s.hasCursor
+}
+
+// SetCursor stores Watch's position durably.
+func (s *Store) SetCursor(c int64) error {
+	if s.db != nil {
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(metaBucket).Put(cursorKey, []byte(strconv.FormatInt(c, 10)))
+		})
+		if err != nil {
+			return fmt.Errorf("state: write cursor: %w", err)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cursor, s.hasCursor = c, true
+	return nil
 }
 
 // Touch records an exchange that changed nothing else; Flush persists it.
@@ -349,7 +565,7 @@ func (s *Store) LiveTokens(now time.Time) int {
 	defer s.mu.RUnlock()
 	n := 0
 	for _, r := range s.recs {
-		if r.Token != "" && now.Before(r.Expiry) {
+		if r.liveToken(now) {
 			n++
 		}
 	}

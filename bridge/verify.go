@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -46,11 +47,25 @@ type IssuerConfig struct {
 	ScopeClaims []string `yaml:"scope_claims"`
 	// ClientClaim names the client (default sub).
 	ClientClaim string `yaml:"client_claim"`
-	// IDFromIssuer derives user ids from issuer + client instead of the client
-	// alone, for deployments where two issuers may reuse a client id. Off by
-	// default so that ids match the hook extension's uuidv5(sub, NIL).
-	IDFromIssuer bool `yaml:"id_from_issuer"`
+	// UserIDs says how the Directus user of a client is named: "hook" (the
+	// default) gives the hook extension's ids, uuidv5(namespace, client),
+	// with external_identifier = client; "issuer" gives issuer-scoped ids,
+	// uuidv5(namespace, "directus-bridge" NUL issuer NUL client), with
+	// external_identifier = "<name>:<client>". At most one issuer may use
+	// hook ids: two issuers with a client of the same name would otherwise
+	// name the same user.
+	UserIDs string `yaml:"user_ids"`
+	// IDFromIssuer is the former name of user ids from the issuer. It is
+	// refused with a message, because its ids (issuer and client
+	// concatenated) were ambiguous.
+	IDFromIssuer *bool `yaml:"id_from_issuer" deprecated:"user_ids"`
 }
+
+// User id schemes of IssuerConfig.UserIDs.
+const (
+	UserIDsHook   = "hook"
+	UserIDsIssuer = "issuer"
+)
 
 var allowedAlgs = map[string]bool{
 	oidc.RS256: true, oidc.RS384: true, oidc.RS512: true,
@@ -71,6 +86,9 @@ func (c *IssuerConfig) setDefaults() {
 	}
 	if c.ClientClaim == "" {
 		c.ClientClaim = "sub"
+	}
+	if c.UserIDs == "" {
+		c.UserIDs = UserIDsHook
 	}
 }
 
@@ -105,6 +123,50 @@ func (c *IssuerConfig) validate() []error {
 	}
 	if c.JWKSURL != "" && !strings.HasPrefix(c.JWKSURL, "https://") && !strings.HasPrefix(c.JWKSURL, "http://") {
 		bad("jwks_url must be an http(s) URL")
+	}
+	if strings.ContainsFunc(c.Issuer, unicode.IsControl) {
+		bad("issuer must not contain control characters")
+	}
+	switch c.UserIDs {
+	case UserIDsHook:
+	case UserIDsIssuer:
+		if strings.Contains(c.Name, ":") {
+			bad("a name with user_ids: issuer must not contain \":\" (it starts the users' external identifiers)")
+		}
+	default:
+		bad("user_ids must be hook or issuer, got %q", c.UserIDs)
+	}
+	if c.IDFromIssuer != nil {
+		bad("id_from_issuer was replaced by user_ids: issuer, whose ids differ; see the upgrade notes before changing ids")
+	}
+	return errs
+}
+
+// ValidateIssuers lists every problem with a set of issuers, each one's and
+// those between them: names and issuers are unique, and at most one issuer
+// uses hook ids.
+func ValidateIssuers(issuers []IssuerConfig) []error {
+	var errs []error
+	names, urls := map[string]bool{}, map[string]bool{}
+	var hook []string
+	for _, c := range issuers {
+		errs = append(errs, ValidateIssuer(c)...)
+		c.setDefaults()
+		if names[c.Name] {
+			errs = append(errs, fmt.Errorf("issuer %q: the name is used twice", c.Name))
+		}
+		if urls[c.Issuer] {
+			errs = append(errs, fmt.Errorf("issuer %q: issuer %s is configured twice", c.Name, c.Issuer))
+		}
+		names[c.Name], urls[c.Issuer] = true, true
+		if c.UserIDs == UserIDsHook {
+			hook = append(hook, c.Name)
+		}
+	}
+	if len(hook) > 1 {
+		errs = append(errs, fmt.Errorf("issuers %s all use hook user ids (user_ids: hook, the default): at most one may, "+
+			"or a client of one could receive the Directus user of a client of the same name at another; "+
+			"set user_ids: issuer on all but the issuer the hook extension served", strings.Join(hook, ", ")))
 	}
 	return errs
 }
@@ -340,6 +402,9 @@ func (v *verifier) check(cfg *IssuerConfig, tok *oidc.IDToken, claims map[string
 	client := stringClaim(claims[cfg.ClientClaim])
 	if client == "" {
 		return nil, refuse("client claim %s is missing", cfg.ClientClaim)
+	}
+	if strings.ContainsFunc(client, unicode.IsControl) {
+		return nil, refuse("client claim %s contains control characters", cfg.ClientClaim)
 	}
 	var scopes []string
 	for _, c := range cfg.ScopeClaims {

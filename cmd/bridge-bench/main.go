@@ -253,8 +253,8 @@ func newEnv(ctx context.Context, cfg config, st *stack, d directusInstance) (*en
 		{Name: "auth0", Issuer: is["auth0"].Issuer, Audiences: []string{is["auth0"].Audience},
 			RequiredClaims: map[string]any{"gty": "client-credentials"}, RequireTyp: "at+jwt"},
 		{Name: "supertokens", Issuer: is["supertokens"].Issuer, Audiences: []string{is["supertokens"].Audience},
-			Algorithms: []string{"ES256"}, RequiredClaims: map[string]any{"stt": 1}, ScopeClaims: []string{"scp"}},
-		{Name: "eddsa", Issuer: is["eddsa"].Issuer, Audiences: []string{is["eddsa"].Audience}, Algorithms: []string{"EdDSA"}},
+			Algorithms: []string{"ES256"}, RequiredClaims: map[string]any{"stt": 1}, ScopeClaims: []string{"scp"}, UserIDs: bridge.UserIDsIssuer},
+		{Name: "eddsa", Issuer: is["eddsa"].Issuer, Audiences: []string{is["eddsa"].Audience}, Algorithms: []string{"EdDSA"}, UserIDs: bridge.UserIDsIssuer},
 	}
 	return e, nil
 }

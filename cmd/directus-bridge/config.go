@@ -194,17 +194,12 @@ func (c *Config) Validate() error {
 	if len(c.Issuers) == 0 {
 		bad("issuers: at least one issuer is required")
 	}
-	names, isss := map[string]bool{}, map[string]bool{}
-	for i := range c.Issuers {
-		is := c.Issuers[i]
-		if names[is.Name] {
-			bad("issuers: name %q is used twice", is.Name)
-		}
-		if isss[is.Issuer] {
-			bad("issuers: issuer %q is configured twice", is.Issuer)
-		}
-		names[is.Name], isss[is.Issuer] = true, true
-		errs = append(errs, bridge.ValidateIssuer(is)...)
+	names := map[string]bool{}
+	for _, is := range c.Issuers {
+		names[is.Name] = true
+	}
+	for _, err := range bridge.ValidateIssuers(c.Issuers) {
+		errs = append(errs, fmt.Errorf("issuers: %w", err))
 	}
 	if len(c.Rules) == 0 {
 		bad("rules: at least one rule is required (no rule denies every client)")

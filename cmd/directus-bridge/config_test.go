@@ -15,7 +15,7 @@ func yamlKeys(t reflect.Type, prefix string) []string {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		name := strings.Split(f.Tag.Get("yaml"), ",")[0]
-		if name == "" || name == "-" {
+		if name == "" || name == "-" || f.Tag.Get("deprecated") != "" {
 			continue
 		}
 		key := prefix + name
@@ -95,7 +95,7 @@ rules:
 		t.Fatal("Validate accepted a broken config")
 	}
 	for _, want := range []string{"listen", "directus.url", "DIRECTUS_BRIDGE_DIRECTUS_TOKEN", "state.path",
-		"rotate_before", `"HS256" is not allowed`, `"none" is not allowed`, "audience", `name "a" is used twice`,
+		"rotate_before", `"HS256" is not allowed`, `"none" is not allowed`, "audience", `"a": the name is used twice`,
 		`issuer "ghost"`, "needs a role"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %q:\n%v", want, err)

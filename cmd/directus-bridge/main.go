@@ -138,7 +138,7 @@ func userID(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("user-id", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	ns := fs.String("namespace", uuid.Nil.String(), "UUID namespace (users.namespace)")
-	issuer := fs.String("issuer", "", "issuer URL, for issuers with id_from_issuer: true")
+	issuer := fs.String("issuer", "", "issuer URL, for issuers with user_ids: issuer")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -153,7 +153,7 @@ func userID(args []string, stdout, stderr io.Writer) int {
 	}
 	var is *bridge.IssuerConfig
 	if *issuer != "" {
-		is = &bridge.IssuerConfig{Issuer: *issuer, IDFromIssuer: true}
+		is = &bridge.IssuerConfig{Issuer: *issuer, UserIDs: bridge.UserIDsIssuer}
 	}
 	fmt.Fprintln(stdout, bridge.UserID(n, is, fs.Arg(0)))
 	return 0
@@ -211,6 +211,12 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 	dc := ex.Directus()
 
 	go ex.RunRevoker(ctx)
+	if d := cfg.Reconcile.WatchInterval.D(); d > 0 {
+		if _, err := ex.Watch(ctx); err != nil {
+			log.Warn("watching Directus for changes failed; next try on the next tick", "err", err)
+		}
+		go ex.RunWatcher(ctx, d)
+	}
 	go watchConfig(ctx, path, ex, dc, log)
 	stopCron, err := scheduleReconcile(ctx, ex, cfg.Reconcile, log)
 	if err != nil {
