@@ -288,18 +288,22 @@ func (e *Exchanger) upsert(ctx context.Context, id *Identity, res *Result, m *Ma
 			break
 		}
 		user, err = e.create(ctx, res.UserID, tok, g, id, now)
-		if directus.Code(err) == directus.CodeRecordNotUnique && (fieldOf(err) == "id" || fieldOf(err) == "") {
-			// The user exists: a user of the hook extension, or one whose
-			// record the bridge lost. Start from what Directus holds.
+		if directus.Code(err) == directus.CodeRecordNotUnique {
+			// The user may exist: a user of the hook extension, or one
+			// whose record the bridge lost. PostgreSQL names the id,
+			// SQLite the external identifier the same user holds. Start
+			// from what Directus holds; if no user has the id, another one
+			// holds the external identifier.
 			u, rerr := e.directus.User(ctx, res.UserID)
-			if rerr != nil && !errors.Is(rerr, directus.ErrNotFound) {
+			switch {
+			case errors.Is(rerr, directus.ErrNotFound):
+				break // err stands: refused below
+			case rerr != nil:
 				return e.directusError(rerr) // the create changed nothing; the write ahead stays, harmless
-			}
-			v = view{read: true}
-			if rerr == nil {
+			default:
 				v = viewOfUser(u)
+				continue
 			}
-			continue
 		}
 		break
 	}

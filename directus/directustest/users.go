@@ -344,7 +344,22 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request, caller *user
 	} else {
 		id = randomUUID()
 	}
-	if s.users[id] != nil {
+	if old := s.users[id]; old != nil {
+		// PostgreSQL reports the primary key; SQLite reports the first
+		// other unique column the new row shares with the existing one.
+		if s.database == SQLite {
+			u := &userRow{ID: id}
+			if _, _, e := s.apply(u, p, true); e == nil {
+				switch {
+				case u.Token != nil && old.Token != nil && *u.Token == *old.Token:
+					writeError(w, notUnique("directus_users", "token", *u.Token))
+					return
+				case u.ExternalIdentifier != nil && old.ExternalIdentifier != nil && *u.ExternalIdentifier == *old.ExternalIdentifier:
+					writeError(w, notUnique("directus_users", "external_identifier", *u.ExternalIdentifier))
+					return
+				}
+			}
+		}
 		writeError(w, notUnique("directus_users", "id", id))
 		return
 	}
