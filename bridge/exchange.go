@@ -101,7 +101,7 @@ type Exchanger struct {
 	store     *Store
 	log       *slog.Logger
 	now       func() time.Time
-	locks     stripes
+	locks     userLocks
 	mapper    atomic.Pointer[Mapper]
 	provider  atomic.Pointer[string]
 	warnOnce  sync.Once

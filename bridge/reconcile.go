@@ -302,7 +302,10 @@ func (e *Exchanger) applyBatch(ctx context.Context, batch []plan, rep *Report, w
 	for i, p := range batch {
 		ids[i] = p.user.ID
 	}
-	unlock := e.locks.lockAll(ids)
+	unlock, err := e.locks.lockAll(ctx, ids)
+	if err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
 	defer unlock()
 	now := e.now()
 	var keep []plan
@@ -324,7 +327,6 @@ func (e *Exchanger) applyBatch(ctx context.Context, batch []plan, rep *Report, w
 	for _, p := range keep {
 		ids = append(ids, p.user.ID)
 	}
-	var err error
 	switch action {
 	case ActRevoke:
 		err = e.directus.UpdateUsers(ctx, ids, directus.UserChange{Token: directus.Ptr("")})

@@ -152,16 +152,32 @@ func stateError(err error) *Error {
 // it Unsure, and the next write reads the user first.
 func (e *Exchanger) upsert(ctx context.Context, id *Identity, res *Result, m *Mapper) error {
 	g := Grant{Role: res.Role, Policies: res.Policies}
-	unlock := e.locks.lock(res.UserID)
-	defer unlock()
 	now := e.now()
+	newExp := e.newExpiry(id, now)
+	// The returning client: its live token, without taking the user's lock,
+	// so that no write in flight for any user (a revocation, a reconcile
+	// batch, another exchange) holds it up. A writer marks the record
+	// unsure before its Directus request, so what is read here is either
+	// before that request (the token is still valid) or not reusable.
+	if rec, known := e.store.Get(res.UserID); known && rec.boundTo(id.Issuer) && e.canReuse(&rec, g, newExp, now) &&
+		slices.Equal(rec.Scopes, res.Scopes) && rec.Issuer == res.Issuer {
+		res.Token, res.Expiry, res.Outcome = rec.Token, rec.Expiry, Reused
+		e.store.Touch(res.UserID, now)
+		return nil
+	}
+	unlock, err := e.locks.lock(ctx, res.UserID)
+	if err != nil {
+		return unavailable(err)
+	}
+	defer unlock()
+	now = e.now()
 	rec, known := e.store.Get(res.UserID)
 	if known && !rec.boundTo(id.Issuer) {
 		e.log.WarnContext(ctx, "exchange refused: the client's Directus user belongs to another issuer",
 			"user_id", res.UserID, "client", id.Client, "issuer", id.Issuer.Name, "bound_issuer", rec.Issuer)
 		return errOtherIssuer
 	}
-	newExp := e.newExpiry(id, now)
+	newExp = e.newExpiry(id, now)
 	if known && e.canReuse(&rec, g, newExp, now) {
 		res.Token, res.Expiry, res.Outcome = rec.Token, rec.Expiry, Reused
 		if slices.Equal(rec.Scopes, res.Scopes) && rec.Issuer == res.Issuer {
@@ -252,7 +268,6 @@ func (e *Exchanger) upsert(ctx context.Context, id *Identity, res *Result, m *Ma
 	}
 
 	var user directus.User
-	var err error
 	for attempt := 0; ; attempt++ {
 		if refusal, suspended := e.checkView(ctx, v, &rec, known, id, res); refusal != nil {
 			if suspended {

@@ -137,7 +137,7 @@ func (e *Exchanger) observe(ctx context.Context, ids []string) (int, error) {
 			byID[users[i].ID] = &users[i]
 		}
 		for _, id := range batch {
-			ok, err := e.observeOne(id, before[id], byID[id])
+			ok, err := e.observeOne(ctx, id, before[id], byID[id])
 			if err != nil {
 				for _, id := range append(batch, ids...) {
 					e.retryLater(id)
@@ -152,8 +152,11 @@ func (e *Exchanger) observe(ctx context.Context, ids []string) (int, error) {
 	return changed, nil
 }
 
-func (e *Exchanger) observeOne(id string, rev uint64, u *directus.User) (bool, error) {
-	unlock := e.locks.lock(id)
+func (e *Exchanger) observeOne(ctx context.Context, id string, rev uint64, u *directus.User) (bool, error) {
+	unlock, err := e.locks.lock(ctx, id)
+	if err != nil {
+		return false, err
+	}
 	defer unlock()
 	rec, ok := e.store.Get(id)
 	if !ok {
