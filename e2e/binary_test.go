@@ -87,6 +87,7 @@ issuers:
     issuer: %q
     audiences: [%q]
     required_claims: {gty: client-credentials}
+    user_ids: hook
 rules:
 %s
 log: {level: debug}
@@ -185,10 +186,12 @@ func TestBinary(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			t.Cleanup(func() { raw(t, d, d.AdminToken, "DELETE", "/policies/"+admin.ID, nil, nil) })
 			role, err := f.admin.CreateRole(ctx, directus.Role{Name: "e2e-admins-" + random(), Policies: []string{admin.ID}})
 			if err != nil {
 				t.Fatal(err)
 			}
+			t.Cleanup(func() { raw(t, d, d.AdminToken, "DELETE", "/roles/"+role.ID, nil, nil) })
 			rules := fmt.Sprintf("  - {any_scopes: [items:read], role: %q}", role.Name)
 			p := startBinary(t, d, binaryConfig(d, freePort(t), filepath.Join(t.TempDir(), "s.db"), "1m", rules), freePort(t))
 			select {

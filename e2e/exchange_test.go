@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -107,13 +108,48 @@ func newFixture(t *testing.T, d DirectusInstance) *fixture {
 	readP := policy("e2e-read", "read")
 	writeP := policy("e2e-write", "read", "create")
 	f.audit = policy("e2e-audit")
+	t.Cleanup(func() {
+		for _, p := range []directus.Policy{readP, writeP, f.audit} {
+			raw(t, d, d.AdminToken, "DELETE", "/policies/"+p.ID, nil, nil)
+		}
+	})
 	if f.reader, err = f.admin.CreateRole(ctx, directus.Role{Name: "e2e-reader-" + random(), Policies: []string{readP.ID}}); err != nil {
 		t.Fatal(err)
 	}
 	if f.writer, err = f.admin.CreateRole(ctx, directus.Role{Name: "e2e-writer-" + random(), Policies: []string{writeP.ID}}); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		// The machine users the tests left with the fixture's roles go
+		// first, then the roles.
+		var users []struct {
+			ID string `json:"id"`
+		}
+		q := url.Values{"fields": {"id"}, "limit": {"-1"}, "filter[role][_in]": {f.reader.ID + "," + f.writer.ID}}
+		raw(t, d, d.AdminToken, "GET", "/users?"+q.Encode(), nil, &users)
+		ids := make([]string, len(users))
+		for i, u := range users {
+			ids[i] = u.ID
+		}
+		if err := f.admin.DeleteUsers(context.Background(), ids); err != nil {
+			t.Errorf("cleanup: delete the fixture's users: %v", err)
+		}
+		for _, r := range []directus.Role{f.reader, f.writer} {
+			raw(t, d, d.AdminToken, "DELETE", "/roles/"+r.ID, nil, nil)
+		}
+	})
 	return f
+}
+
+// deleteUsersAtEnd deletes the users when the test ends, whatever role they
+// hold by then.
+func (f *fixture) deleteUsersAtEnd(t *testing.T, ids ...string) {
+	t.Helper()
+	t.Cleanup(func() {
+		if err := f.admin.DeleteUsers(context.Background(), ids); err != nil {
+			t.Errorf("cleanup: delete users %v: %v", ids, err)
+		}
+	})
 }
 
 // can reports whether token may read and create items of the collection.
@@ -127,9 +163,14 @@ func (f *fixture) can(t *testing.T, token string) (read, create bool) {
 // bridgeUnderTest is an in-process bridge wired to a real Directus and the
 // real IdP.
 type bridgeUnderTest struct {
-	ex   *bridge.Exchanger
-	url  string
-	logs *bytes.Buffer
+	ex      *bridge.Exchanger
+	url     string
+	logs    *lockedBuffer
+	issuers []bridge.IssuerConfig
+	ns      uuid.UUID
+	// stop ends the bridge (server, revoker) before the test does, so that
+	// another bridge can open its state file. Safe to call twice.
+	stop func()
 }
 
 type lockedBuffer struct {
@@ -143,41 +184,112 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
+// User-id schemes of bridge.IssuerConfig.UserIDs.
+const (
+	hookIDs   = bridge.UserIDsHook   // uuidv5(namespace, sub), external_identifier = sub
+	issuerIDs = bridge.UserIDsIssuer // issuer-scoped ids, external_identifier = "<issuer name>:<client>"
+)
+
+// stackIssuers configures the IdP's three issuers. auth0 keeps the hook
+// extension's ids (at most one issuer may); the others use issuer-scoped ids.
+// The eddsa issuer requires a gty claim that its tokens do not carry.
+func stackIssuers() []bridge.IssuerConfig {
+	idp := stack.IdP.Issuers
+	return []bridge.IssuerConfig{
+		{Name: "auth0", Issuer: idp["auth0"].Issuer, Audiences: []string{idp["auth0"].Audience}, UserIDs: hookIDs,
+			RequiredClaims: map[string]any{"gty": "client-credentials"}, RequireTyp: "at+jwt", Leeway: bridge.Duration(time.Second)},
+		{Name: "supertokens", Issuer: idp["supertokens"].Issuer, Audiences: []string{idp["supertokens"].Audience}, UserIDs: issuerIDs,
+			Algorithms: []string{"ES256"}, RequiredClaims: map[string]any{"stt": 1}, ScopeClaims: []string{"scp"}},
+		{Name: "eddsa", Issuer: idp["eddsa"].Issuer, Audiences: []string{idp["eddsa"].Audience}, UserIDs: issuerIDs,
+			Algorithms: []string{"EdDSA"}, RequiredClaims: map[string]any{"gty": "client-credentials"}},
+	}
+}
+
+// defaultRules: items:write grants the writer role and the audit policy,
+// items:read (or my_service#read) the reader role.
+func defaultRules(f *fixture) mapping.Rules {
+	return mapping.Rules{
+		{Name: "writers", AllScopes: []string{"items:write"}, Role: f.writer.Name, Policies: []string{f.audit.Name}},
+		{Name: "readers", AnyScopes: []string{"items:read", "my_service#read"}, Role: f.reader.Name},
+	}
+}
+
+// bridgeSetup is what a test changes of the in-process bridge; zero fields
+// take the defaults of startBridge.
+type bridgeSetup struct {
+	issuers  []bridge.IssuerConfig // default stackIssuers()
+	tokens   bridge.TokenConfig
+	users    bridge.UserConfig
+	directus *directus.Client // default the fixture's admin client
+	store    *bridge.Store    // default a memory store; the caller closes its own
+	rules    mapping.Rules    // default defaultRules(f)
+}
+
 func startBridge(t *testing.T, f *fixture, tokens bridge.TokenConfig, users bridge.UserConfig) *bridgeUnderTest {
 	t.Helper()
-	idp := stack.IdP.Issuers
-	logs := &bytes.Buffer{}
-	log := slog.New(slog.NewJSONHandler(&lockedBuffer{b: logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return startBridgeWith(t, f, bridgeSetup{tokens: tokens, users: users})
+}
+
+func startBridgeWith(t *testing.T, f *fixture, s bridgeSetup) *bridgeUnderTest {
+	t.Helper()
+	if s.issuers == nil {
+		s.issuers = stackIssuers()
+	}
+	if s.directus == nil {
+		s.directus = f.admin
+	}
+	if s.store == nil {
+		s.store = bridge.NewMemoryStore()
+	}
+	if s.rules == nil {
+		s.rules = defaultRules(f)
+	}
+	ns := uuid.Nil
+	if s.users.Namespace != "" {
+		ns = uuid.MustParse(s.users.Namespace)
+	}
+	logs := &lockedBuffer{b: &bytes.Buffer{}}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	ex, err := bridge.NewExchanger(bridge.Options{
-		Issuers: []bridge.IssuerConfig{
-			{Name: "auth0", Issuer: idp["auth0"].Issuer, Audiences: []string{idp["auth0"].Audience},
-				RequiredClaims: map[string]any{"gty": "client-credentials"}, RequireTyp: "at+jwt", Leeway: bridge.Duration(time.Second)},
-			{Name: "supertokens", Issuer: idp["supertokens"].Issuer, Audiences: []string{idp["supertokens"].Audience},
-				Algorithms: []string{"ES256"}, RequiredClaims: map[string]any{"stt": 1}, ScopeClaims: []string{"scp"}},
-			{Name: "eddsa", Issuer: idp["eddsa"].Issuer, Audiences: []string{idp["eddsa"].Audience},
-				Algorithms: []string{"EdDSA"}, RequiredClaims: map[string]any{"gty": "client-credentials"}},
-		},
-		Tokens: tokens, Users: users, Directus: f.admin, Store: bridge.NewMemoryStore(), Logger: log,
+		Issuers: s.issuers, Tokens: s.tokens, Users: s.users, Directus: s.directus, Store: s.store, Logger: log,
 		Limits: bridge.LimitsConfig{PerIP: bridge.RateLimit{Rate: -1}, PerClient: bridge.RateLimit{Rate: -1}},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, _, err := bridge.LoadMapper(ctx, f.admin, mapping.Rules{
-		{Name: "writers", AllScopes: []string{"items:write"}, Role: f.writer.Name, Policies: []string{f.audit.Name}},
-		{Name: "readers", AnyScopes: []string{"items:read", "my_service#read"}, Role: f.reader.Name},
-	})
+	m, _, err := bridge.LoadMapper(ctx, s.directus, s.rules)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ex.SetMapper(m)
 	ex.DetectProvider(ctx)
-	go ex.RunRevoker(ctx)
+	revoker := make(chan struct{})
+	go func() {
+		defer close(revoker)
+		ex.RunRevoker(ctx)
+	}()
 	srv := httptest.NewServer((&bridge.Server{Exchanger: ex, Logger: log}).Handler())
-	t.Cleanup(srv.Close)
-	return &bridgeUnderTest{ex: ex, url: srv.URL, logs: logs}
+	stop := func() {
+		srv.Close()
+		cancel()
+		<-revoker
+	}
+	t.Cleanup(stop)
+	return &bridgeUnderTest{ex: ex, url: srv.URL, logs: logs, issuers: s.issuers, ns: ns, stop: stop}
+}
+
+// userID is the Directus user id the bridge gives client of the named issuer.
+func (b *bridgeUnderTest) userID(t *testing.T, issuer, client string) string {
+	t.Helper()
+	for i := range b.issuers {
+		if b.issuers[i].Name == issuer {
+			return bridge.UserID(b.ns, &b.issuers[i], client)
+		}
+	}
+	t.Fatalf("the bridge has no issuer %q", issuer)
+	return ""
 }
 
 type exchanged struct {
@@ -208,7 +320,21 @@ func (b *bridgeUnderTest) exchange(t *testing.T, subject, scope string) exchange
 	return out
 }
 
+// userID is the hook extension's user id of a client: uuidv5(NIL, sub).
 func userID(client string) string { return uuid.NewSHA1(uuid.Nil, []byte(client)).String() }
+
+// sameScopes reports whether scope (a JSON value) is a space-separated list
+// of the scopes in want, in any order.
+func sameScopes(scope any, want string) bool {
+	s, ok := scope.(string)
+	if !ok {
+		return false
+	}
+	got, exp := strings.Fields(s), strings.Fields(want)
+	slices.Sort(got)
+	slices.Sort(exp)
+	return slices.Equal(got, exp)
+}
 
 func TestExchange(t *testing.T) {
 	forEachDirectus(t, func(t *testing.T, d DirectusInstance) {
@@ -220,11 +346,14 @@ func TestExchange(t *testing.T) {
 			id, secret := auth0.registerClient(t, "", "items:read my_service#read", 600)
 			before := time.Now().Add(-2 * time.Second)
 			r := b.exchange(t, auth0.token(t, id, secret, "", ""), "")
-			if r.status != 200 {
+			if r.status != 200 || !sameScopes(r.body["scope"], "items:read my_service#read") {
 				t.Fatalf("exchange: %d %v", r.status, r.body)
 			}
 			if read, create := f.can(t, r.token()); !read || create {
 				t.Errorf("reader: read=%v create=%v, want true false", read, create)
+			}
+			if got := b.userID(t, "auth0", id+"@clients"); got != userID(id+"@clients") {
+				t.Errorf("auth0 (hook ids): bridge.UserID = %s, want uuidv5(NIL, sub) = %s", got, userID(id+"@clients"))
 			}
 			u, err := f.admin.User(context.Background(), userID(id+"@clients"))
 			if err != nil {
@@ -245,24 +374,40 @@ func TestExchange(t *testing.T) {
 
 		t.Run("SupertokensWriterWithPolicy", func(t *testing.T) {
 			id, secret := st.registerClient(t, "", "items:write items:read", 600)
-			r := b.exchange(t, st.token(t, id, secret, "", ""), "")
-			if r.status != 200 {
-				t.Fatalf("exchange: %d %v", r.status, r.body)
+			subject := st.token(t, id, secret, "", "")
+			r := b.exchange(t, subject, "")
+			if r.status != 200 || !sameScopes(r.body["scope"], "items:read items:write") {
+				t.Fatalf("exchange: %d %v, want 200 with scope items:read items:write", r.status, r.body)
 			}
-			if read, create := f.can(t, r.token()); !read || !create {
+			writerToken := r.token()
+			if read, create := f.can(t, writerToken); !read || !create {
 				t.Errorf("writer: read=%v create=%v, want true true", read, create)
 			}
-			u, _ := f.admin.User(context.Background(), userID(id))
-			if u.Role != f.writer.ID || len(u.Access) != 1 || u.Access[0].Policy != f.audit.ID {
-				t.Errorf("writer user role=%s policies=%v", u.Role, u.PolicyIDs())
+			// supertokens has issuer-scoped user ids.
+			uid := b.userID(t, "supertokens", id)
+			if uid == userID(id) {
+				t.Fatalf("supertokens user id %s is the hook id uuidv5(NIL, sub)", uid)
 			}
-			// Narrowing to items:read maps to the reader role at once.
-			r = b.exchange(t, st.token(t, id, secret, "", ""), "items:read")
-			if r.status != 200 {
-				t.Fatalf("narrowed: %d %v", r.status, r.body)
+			u, err := f.admin.User(context.Background(), uid)
+			if err != nil {
+				t.Fatalf("user %s: %v", uid, err)
 			}
-			if read, create := f.can(t, r.token()); !read || create {
-				t.Errorf("narrowed: read=%v create=%v, want true false", read, create)
+			if u.Role != f.writer.ID || len(u.Access) != 1 || u.Access[0].Policy != f.audit.ID || u.ExternalIdentifier != "supertokens:"+id {
+				t.Errorf("writer user role=%s policies=%v external_identifier=%q", u.Role, u.PolicyIDs(), u.ExternalIdentifier)
+			}
+			// Narrowing to a strict subset of the token's scopes is refused,
+			// and changes nothing.
+			r = b.exchange(t, subject, "items:read")
+			if r.status != 400 || r.code() != "invalid_scope" {
+				t.Errorf("narrowed to items:read: %d %v, want 400 invalid_scope", r.status, r.body)
+			}
+			if u, _ := f.admin.User(context.Background(), uid); u.Role != f.writer.ID {
+				t.Errorf("a refused narrowing changed the role to %s", u.Role)
+			}
+			// Asking for exactly the token's scopes is the same as asking for none.
+			r = b.exchange(t, subject, "items:write items:read")
+			if r.status != 200 || r.token() != writerToken || !sameScopes(r.body["scope"], "items:read items:write") {
+				t.Errorf("all scopes asked for: %d %v, want 200, the same token, scope items:read items:write", r.status, r.body)
 			}
 		})
 
@@ -274,7 +419,7 @@ func TestExchange(t *testing.T) {
 			if r.status != 400 || r.code() != "invalid_request" || !strings.Contains(r.body["error_description"].(string), "gty") {
 				t.Errorf("eddsa token without gty: %d %v", r.status, r.body)
 			}
-			if _, err := f.admin.User(context.Background(), userID(id)); !errors.Is(err, directus.ErrNotFound) {
+			if _, err := f.admin.User(context.Background(), b.userID(t, "eddsa", id)); !errors.Is(err, directus.ErrNotFound) {
 				t.Errorf("refused token created a user: %v", err)
 			}
 		})
@@ -316,7 +461,7 @@ func TestExchange(t *testing.T) {
 			for range 20 {
 				id, secret := st.registerClient(t, "", "items:read", 600)
 				subjects = append(subjects, st.token(t, id, secret, "", ""))
-				ids = append(ids, userID(id))
+				ids = append(ids, b.userID(t, "supertokens", id))
 			}
 			type result struct {
 				status int
