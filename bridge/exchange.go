@@ -206,7 +206,10 @@ func (c *UserConfig) setDefaults() {
 
 // SetMapper replaces the rules in force; exchanges in flight finish with the
 // rules they started with.
-func (e *Exchanger) SetMapper(m *Mapper) { e.mapper.Store(m) }
+func (e *Exchanger) SetMapper(m *Mapper) {
+	e.mapper.Store(m)
+	e.metrics.blocked(m.BlockedCount())
+}
 
 // Warm discovers every issuer and loads its keys, so that the first exchange
 // does not pay for it. Failures are returned joined; they are retried later.
@@ -378,15 +381,18 @@ func (e *Exchanger) exchangeVerified(ctx context.Context, id *Identity, req Requ
 	in := mapping.Input{Issuer: id.Issuer.Name, Audiences: id.Audiences, Client: id.Client, Scopes: scopes, Claims: id.Claims}
 	var dec mapping.Decision
 	if e.log.Enabled(ctx, slog.LevelDebug) {
-		dec = m.Rules.Evaluate(in)
+		dec = m.Evaluate(in)
 		e.log.DebugContext(ctx, "mapping", "issuer", id.Issuer.Name, "client", id.Client, "rule", dec.Rule,
 			"deny", dec.Deny, "counted", dec.Counted, "reasons", dec.Reasons)
 	} else {
-		dec = m.Rules.Decide(in)
+		dec = m.Decide(in)
 	}
 	if dec.Deny {
 		desc := "no mapping rule grants access for these scopes"
-		if dec.Matched {
+		switch {
+		case dec.Blocked:
+			desc = "mapping rule " + dec.Rule + " is withheld: its grant has admin access in Directus"
+		case dec.Matched:
 			desc = "access denied by mapping rule " + dec.Rule
 		}
 		return nil, &Error{Code: "invalid_scope", Description: desc, Status: 400}

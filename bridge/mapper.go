@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
+	"strings"
+	"sync/atomic"
 
 	"github.com/directus-bridge/directus-bridge/directus"
 	"github.com/directus-bridge/directus-bridge/mapping"
@@ -17,6 +20,65 @@ type Mapper struct {
 	Rules    mapping.Rules
 	roles    map[string]directus.Role   // by id and by name
 	policies map[string]directus.Policy // by id and by name
+	// blocked are the rules whose grant has admin access in Directus
+	// without allow_admin (rule index -> why): they deny. Set when the
+	// rules load and again by CheckAdminAccess.
+	blocked atomic.Pointer[map[int]string]
+}
+
+// AdminAccessError lists rules that would hand out admin access without
+// allow_admin. NewMapper returns it with a usable Mapper in which those
+// rules deny, so that a reload can keep every other rule working.
+type AdminAccessError struct{ Rules map[int]string }
+
+func (e *AdminAccessError) Error() string {
+	idx := slices.Sorted(maps.Keys(e.Rules))
+	msgs := make([]string, len(idx))
+	for i, k := range idx {
+		msgs[i] = e.Rules[k]
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// Blocked reports whether rule i denies because its grant has admin access
+// in Directus, and why.
+func (m *Mapper) Blocked(i int) (string, bool) {
+	b := m.blocked.Load()
+	if b == nil {
+		return "", false
+	}
+	why, ok := (*b)[i]
+	return why, ok
+}
+
+// BlockedCount is the number of blocked rules, for metrics.
+func (m *Mapper) BlockedCount() int {
+	if b := m.blocked.Load(); b != nil {
+		return len(*b)
+	}
+	return 0
+}
+
+// Decide is Rules.Decide with blocked rules denying.
+func (m *Mapper) Decide(in mapping.Input) mapping.Decision {
+	d := m.Rules.Decide(in)
+	return m.block(d)
+}
+
+// Evaluate is Rules.Evaluate (with reasons) with blocked rules denying.
+func (m *Mapper) Evaluate(in mapping.Input) mapping.Decision {
+	return m.block(m.Rules.Evaluate(in))
+}
+
+func (m *Mapper) block(d mapping.Decision) mapping.Decision {
+	if d.Matched && !d.Deny {
+		if why, ok := m.Blocked(d.Index); ok {
+			d.Deny, d.Role, d.Policies = true, "", nil
+			d.Reasons = append(d.Reasons, why)
+			d.Blocked = true
+		}
+	}
+	return d
 }
 
 // Grant is what a rule hands out, as Directus ids.
@@ -69,6 +131,7 @@ func NewMapper(rules mapping.Rules, roles []directus.Role, policies []directus.P
 	}
 	var errs []error
 	var warnings []string
+	admin := map[int]string{}
 	// Names may repeat in Directus; a name that does is ambiguous.
 	ambiguous := map[string]bool{}
 	for _, r := range roles {
@@ -108,9 +171,9 @@ func NewMapper(rules mapping.Rules, roles []directus.Role, policies []directus.P
 		case ambiguous["role "+r.Role] && role.ID != r.Role:
 			errs = append(errs, fmt.Errorf("%s: several Directus roles are named %q: use the role id", name, r.Role))
 		default:
-			admin, app := roleAccess(role, roleByID, byID)
-			if admin && !r.AllowAdmin {
-				errs = append(errs, fmt.Errorf("%s: role %q has admin access: refused without allow_admin: true", name, r.Role))
+			isAdmin, app := roleAccess(role, roleByID, byID)
+			if isAdmin && !r.AllowAdmin {
+				admin[i] = fmt.Sprintf("%s: role %q has admin access: refused without allow_admin: true", name, r.Role)
 			}
 			if app {
 				warnings = append(warnings, fmt.Sprintf("%s: role %q has app access: on Directus 12 its machine users take licensed seats", name, r.Role))
@@ -124,16 +187,75 @@ func NewMapper(rules mapping.Rules, roles []directus.Role, policies []directus.P
 			case ambiguous["policy "+ref] && p.ID != ref:
 				errs = append(errs, fmt.Errorf("%s: several Directus policies are named %q: use the policy id", name, ref))
 			case p.AdminAccess && !r.AllowAdmin:
-				errs = append(errs, fmt.Errorf("%s: policy %q has admin access: refused without allow_admin: true", name, ref))
+				if _, dup := admin[i]; !dup {
+					admin[i] = fmt.Sprintf("%s: policy %q has admin access: refused without allow_admin: true", name, ref)
+				}
 			case p.AppAccess:
 				warnings = append(warnings, fmt.Sprintf("%s: policy %q has app access: on Directus 12 its machine users take licensed seats", name, ref))
 			}
 		}
 	}
 	if len(errs) > 0 {
+		for _, why := range admin {
+			errs = append(errs, errors.New(why))
+		}
 		return nil, warnings, fmt.Errorf("mapping: %w", errors.Join(errs...))
 	}
+	if len(admin) > 0 {
+		m.blocked.Store(&admin)
+		return m, warnings, fmt.Errorf("mapping: %w", &AdminAccessError{Rules: admin})
+	}
 	return m, warnings, nil
+}
+
+// CheckAdminAccess checks the rules in force against Directus again: a role
+// or policy an administrator gave admin access since the rules loaded is no
+// longer handed out by a rule without allow_admin (the rule denies, loudly),
+// and one that lost it is handed out again. It returns the blocked rules'
+// reasons. The reconciler calls it on every run.
+func (e *Exchanger) CheckAdminAccess(ctx context.Context) ([]string, error) {
+	m := e.mapper.Load()
+	roles, err := e.directus.Roles(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("admin access check: %w", err)
+	}
+	policies, err := e.directus.Policies(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("admin access check: %w", err)
+	}
+	fresh, _, err := NewMapper(m.Rules, roles, policies)
+	var adminErr *AdminAccessError
+	blocked := map[int]string{}
+	switch {
+	case errors.As(err, &adminErr):
+		blocked = adminErr.Rules
+	case err != nil:
+		// A role or policy of a rule disappeared: its rule already fails
+		// at the next write (Directus refuses the id); not this check's.
+		e.log.Warn("admin access check: the rules no longer resolve in Directus", "err", err)
+		return nil, nil
+	}
+	_ = fresh
+	old := map[int]string{}
+	if b := m.blocked.Load(); b != nil {
+		old = *b
+	}
+	for i, why := range blocked {
+		if _, was := old[i]; !was {
+			e.log.Error("a rule's grant gained admin access in Directus: the rule denies until allow_admin is set or the access is removed", "rule", i+1, "why", why)
+		}
+	}
+	for i := range old {
+		if _, still := blocked[i]; !still {
+			e.log.Info("a rule's grant no longer has admin access: the rule grants again", "rule", i+1)
+		}
+	}
+	m.blocked.Store(&blocked)
+	out := make([]string, 0, len(blocked))
+	for _, i := range slices.Sorted(maps.Keys(blocked)) {
+		out = append(out, blocked[i])
+	}
+	return out, nil
 }
 
 // roleAccess reports whether a role, through its own policies or those of

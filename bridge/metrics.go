@@ -20,6 +20,7 @@ type Metrics struct {
 	jwksFetches      *prometheus.CounterVec
 	tokensRevoked    prometheus.Counter
 	watchNoticed     prometheus.Counter
+	rulesBlocked     prometheus.Gauge
 	reconcileRuns    *prometheus.CounterVec
 	reconcileActions *prometheus.CounterVec
 	rateLimited      *prometheus.CounterVec
@@ -55,6 +56,10 @@ func NewMetrics(reg prometheus.Registerer, store *Store, now func() time.Time) *
 			Name: "directus_bridge_tokens_revoked_total",
 			Help: "Expired static tokens cleared in Directus by the revoker.",
 		}),
+		rulesBlocked: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "directus_bridge_rules_blocked",
+			Help: "Mapping rules that deny because their grant has admin access in Directus without allow_admin.",
+		}),
 		watchNoticed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "directus_bridge_watch_noticed_total",
 			Help: "Changes to machine users made in Directus by others, noticed in its activity log.",
@@ -73,7 +78,7 @@ func NewMetrics(reg prometheus.Registerer, store *Store, now func() time.Time) *
 		}, []string{"limit"}),
 	}
 	reg.MustRegister(m.exchanges, m.exchangeSeconds, m.directusSeconds, m.directusErrors, m.jwksFetches,
-		m.tokensRevoked, m.watchNoticed, m.reconcileRuns, m.reconcileActions, m.rateLimited,
+		m.tokensRevoked, m.watchNoticed, m.rulesBlocked, m.reconcileRuns, m.reconcileActions, m.rateLimited,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "directus_bridge_live_tokens",
 			Help: "Issued static tokens that have not expired yet.",
@@ -85,7 +90,7 @@ func NewMetrics(reg prometheus.Registerer, store *Store, now func() time.Time) *
 func (m *Metrics) names() []string {
 	ch := make(chan *prometheus.Desc, 32)
 	for _, c := range []prometheus.Collector{m.exchanges, m.exchangeSeconds, m.directusSeconds, m.directusErrors,
-		m.jwksFetches, m.tokensRevoked, m.watchNoticed, m.reconcileRuns, m.reconcileActions, m.rateLimited} {
+		m.jwksFetches, m.tokensRevoked, m.watchNoticed, m.rulesBlocked, m.reconcileRuns, m.reconcileActions, m.rateLimited} {
 		c.Describe(ch)
 	}
 	close(ch)
@@ -138,6 +143,12 @@ func (m *Metrics) jwksFetch(issuer string, ok bool) {
 func (m *Metrics) revoked(n int) {
 	if m != nil && n > 0 {
 		m.tokensRevoked.Add(float64(n))
+	}
+}
+
+func (m *Metrics) blocked(n int) {
+	if m != nil {
+		m.rulesBlocked.Set(float64(n))
 	}
 }
 

@@ -92,7 +92,10 @@ type Report struct {
 	Actions  map[string]int `json:"actions"`
 	Changes  []Change       `json:"changes"`
 	Skipped  int            `json:"skipped"` // planned but changed meanwhile by an exchange
-	Error    string         `json:"error,omitempty"`
+	// BlockedRules are rules whose grant has admin access in Directus
+	// without allow_admin: they deny.
+	BlockedRules []string `json:"blocked_rules,omitempty"`
+	Error        string   `json:"error,omitempty"`
 }
 
 // plan is what a run intends for one user.
@@ -134,6 +137,14 @@ func (e *Exchanger) Reconcile(ctx context.Context, rc ReconcileConfig, dryRun bo
 	rep := &Report{DryRun: dryRun, Started: e.now(), Actions: map[string]int{}, Changes: []Change{}}
 	defer func() { rep.Duration = e.now().Sub(rep.Started).Round(time.Millisecond).String() }()
 	defer func() { e.metrics.reconciled(rep, err) }()
+	// A role or policy may have gained admin access since the rules
+	// loaded: such rules deny from now on, and their users are planned
+	// unmapped below.
+	if rep.BlockedRules, err = e.CheckAdminAccess(ctx); err != nil {
+		rep.Error = err.Error()
+		return rep, fmt.Errorf("reconcile: %w", err)
+	}
+	e.metrics.blocked(len(rep.BlockedRules))
 	var plans []plan
 	seen := map[string]bool{}
 	for offset := 0; ; offset += rc.PageSize {
@@ -234,7 +245,10 @@ func (e *Exchanger) planUser(u directus.User, rc ReconcileConfig) []plan {
 	}
 	if known && (len(rec.Scopes) > 0 || rec.Issuer != "") {
 		m := e.mapper.Load()
-		d := m.Rules.Decide(mapping.Input{Issuer: rec.Issuer, Audiences: rec.Audiences, Client: rec.Client, Scopes: rec.Scopes, Claims: rec.Claims})
+		d := m.Decide(mapping.Input{Issuer: rec.Issuer, Audiences: rec.Audiences, Client: rec.Client, Scopes: rec.Scopes, Claims: rec.Claims})
+		if d.Blocked {
+			return one(ActUnmapped, d.Rule+"'s grant has admin access in Directus without allow_admin")
+		}
 		if d.Deny {
 			return one(ActUnmapped, "no rule grants access for scopes "+fmt.Sprint(rec.Scopes))
 		}

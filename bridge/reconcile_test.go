@@ -43,8 +43,9 @@ func TestReconcileNothingToDo(t *testing.T) {
 	if rep.Managed != 5 || len(rep.Changes) != 0 {
 		t.Errorf("report: managed %d, changes %v; want 5 and none", rep.Managed, rep.Changes)
 	}
-	if got := h.fake.RequestsBy(); got["GET /users"] != 3 || h.fake.Requests() != 3 {
-		t.Errorf("requests %v, want 3 page reads and no write", got)
+	// Plus one read each of roles and policies: the admin-access check.
+	if got := h.fake.RequestsBy(); got["GET /users"] != 3 || h.fake.Requests() != 5 {
+		t.Errorf("requests %v, want 3 page reads, the admin-access check and no write", got)
 	}
 }
 
@@ -76,8 +77,8 @@ func TestReconcileRevokesAndLeavesOthersAlone(t *testing.T) {
 		t.Errorf("the human user was touched")
 	}
 	h.fake.ResetRequests()
-	if rep := h.reconcile(ReconcileConfig{}, false); len(rep.Changes) != 0 || h.fake.Requests() != 1 {
-		t.Errorf("second run: changes %v, %d requests; want none and 1 read", rep.Changes, h.fake.Requests())
+	if rep := h.reconcile(ReconcileConfig{}, false); len(rep.Changes) != 0 || h.fake.Requests() != 3 {
+		t.Errorf("second run: changes %v, %d requests; want none and 3 reads (users, roles, policies)", rep.Changes, h.fake.Requests())
 	}
 }
 
@@ -190,8 +191,8 @@ func TestReconcileDryRunPlansWhatRunDoes(t *testing.T) {
 	h.setRules(mapping.Rules{{AnyScopes: []string{"items:read"}, Role: "Writer"}})
 	h.fake.ResetRequests()
 	dry := h.reconcile(ReconcileConfig{}, true)
-	if n := h.fake.Requests(); n != 1 {
-		t.Errorf("dry run made %d requests, want 1 read", n)
+	if n := h.fake.Requests(); n != 3 {
+		t.Errorf("dry run made %d requests, want 3 reads (users, roles, policies)", n)
 	}
 	real := h.reconcile(ReconcileConfig{}, false)
 	// Each of the four: a role change and an expired token.
@@ -232,8 +233,8 @@ func TestReconcileNoticesAnAdminSuspension(t *testing.T) {
 	if diff := cmp.Diff(map[string]int{ActNoticed: 1}, rep.Actions); diff != "" {
 		t.Errorf("actions (-want +got):\n%s", diff)
 	}
-	if n := h.fake.Requests(); n != 1 {
-		t.Errorf("requests %d, want 1 read: noticing writes nothing to Directus", n)
+	if n, w := h.fake.Requests(), h.fake.Writes(); n != 3 || w != 0 {
+		t.Errorf("requests %d (writes %d), want 3 reads: noticing writes nothing to Directus", n, w)
 	}
 	// The live token is not handed out any more.
 	if r := h.exchange(subject); r.Status != 400 || r.str("error") != "unauthorized_client" {

@@ -60,6 +60,9 @@ type Decision struct {
 	Counted []string
 	// Reasons explain, for each rule before the match, why it did not match.
 	Reasons []string
+	// Blocked: the matching rule grants, but its grant is withheld (its
+	// role or a policy has admin access in Directus without allow_admin).
+	Blocked bool
 }
 
 // Rules is an ordered list of rules. The zero value denies everything.

@@ -318,12 +318,21 @@ func watchConfig(ctx context.Context, path string, ex *bridge.Exchanger, dc brid
 		if err == nil {
 			var m *bridge.Mapper
 			var warnings []string
-			if m, warnings, err = bridge.LoadMapper(ctx, dc, cfg.Rules); err == nil {
+			m, warnings, err = bridge.LoadMapper(ctx, dc, cfg.Rules)
+			var adminErr *bridge.AdminAccessError
+			if errors.As(err, &adminErr) && m != nil {
+				// Only some rules hand out admin access (a role or policy
+				// changed in Directus, or a rule without allow_admin): those
+				// deny, the others are in force.
+				log.Error("rules reloaded, but these rules deny: their grant has admin access without allow_admin", "err", err)
+				err = nil
+			}
+			if err == nil {
 				for _, w := range warnings {
 					log.Warn(w)
 				}
 				ex.SetMapper(m)
-				log.Info("rules reloaded", "rules", len(cfg.Rules))
+				log.Info("rules reloaded", "rules", len(cfg.Rules), "blocked", m.BlockedCount())
 				continue
 			}
 		}

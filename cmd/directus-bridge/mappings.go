@@ -79,7 +79,7 @@ func mappings(args []string, stdout, stderr io.Writer) int {
 // explain prints the decision for in: the rule that matched (or why none
 // did), the role and policies by name and id, and the scopes that counted.
 func explain(w io.Writer, m *bridge.Mapper, in mapping.Input) {
-	d := m.Rules.Evaluate(in)
+	d := m.Evaluate(in)
 	scopes := append([]string(nil), in.Scopes...)
 	sort.Strings(scopes)
 	fmt.Fprintf(w, "input: issuer=%q client=%q scopes=%q\n", in.Issuer, in.Client, strings.Join(scopes, " "))

@@ -118,6 +118,32 @@ func (s *Server) listPolicies(w http.ResponseWriter) {
 	writeData(w, out)
 }
 
+// updatePolicy changes a policy's access flags (PATCH /policies/:id), as an
+// administrator does in the app.
+func (s *Server) updatePolicy(w http.ResponseWriter, r *http.Request, caller *userRow, id string) {
+	var body struct {
+		AdminAccess *bool `json:"admin_access"`
+		AppAccess   *bool `json:"app_access"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		writeError(w, invalidPayload("body must be a JSON object"))
+		return
+	}
+	p := s.policies[id]
+	if p == nil {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if body.AdminAccess != nil {
+		p.AdminAccess = *body.AdminAccess
+	}
+	if body.AppAccess != nil {
+		p.AppAccess = *body.AppAccess
+	}
+	s.logActivity(caller, "update", "directus_policies", id)
+	writeData(w, p)
+}
+
 func (s *Server) createPolicy(w http.ResponseWriter, r *http.Request, caller *userRow) {
 	var p policyRow
 	if err := json.NewDecoder(r.Body).Decode(&p); err != nil || p.Name == "" {

@@ -313,6 +313,8 @@ func (s *Server) serveLocked(w http.ResponseWriter, r *http.Request, route strin
 		s.createRole(w, r, caller)
 	case "GET /policies":
 		s.listPolicies(w)
+	case "PATCH /policies/:id":
+		s.updatePolicy(w, r, caller, strings.TrimPrefix(r.URL.Path, "/policies/"))
 	case "POST /policies":
 		s.createPolicy(w, r, caller)
 	case "GET /activity":
@@ -326,6 +328,9 @@ func routeName(r *http.Request) string {
 	p := r.URL.Path
 	if rest, ok := strings.CutPrefix(p, "/users/"); ok && rest != "me" {
 		p = "/users/:id"
+	}
+	if _, ok := strings.CutPrefix(p, "/policies/"); ok {
+		p = "/policies/:id"
 	}
 	return r.Method + " " + p
 }
