@@ -103,6 +103,7 @@ type Exchanger struct {
 	now       func() time.Time
 	locks     userLocks
 	mapper    atomic.Pointer[Mapper]
+	loaded    atomic.Bool // SetMapper was called
 	provider  atomic.Pointer[string]
 	warnOnce  sync.Once
 	metrics   *Metrics
@@ -153,7 +154,7 @@ func NewExchanger(o Options) (*Exchanger, error) {
 		tokens:    o.Tokens,
 		users:     o.Users,
 		namespace: ns,
-		verifier:  newVerifier(issuers, o.Now, o.VerifiedCacheSize),
+		verifier:  newVerifier(issuers, o.Now, o.VerifiedCacheSize, o.Metrics.jwksFetch),
 		directus:  o.Directus,
 		store:     o.Store,
 		log:       o.Logger,
@@ -163,10 +164,6 @@ func NewExchanger(o Options) (*Exchanger, error) {
 		perIP:     newLimiter(o.Limits.PerIP, o.Now),
 		retry:     map[string]bool{},
 		recreated: map[string]bool{},
-	}
-	for _, k := range e.verifier.issuers {
-		name := k.cfg.Name
-		k.observe = func(ok bool) { e.metrics.jwksFetch(name, ok) }
 	}
 	p := o.Users.Provider
 	e.provider.Store(&p)
@@ -208,20 +205,47 @@ func (c *UserConfig) setDefaults() {
 // rules they started with.
 func (e *Exchanger) SetMapper(m *Mapper) {
 	e.mapper.Store(m)
+	e.loaded.Store(true)
 	e.metrics.blocked(m.BlockedCount())
 }
+
+// Loaded reports whether rules were put in force: until then exchanges
+// answer 503 (the server listens at once, while Directus may still boot).
+func (e *Exchanger) Loaded() bool { return e.loaded.Load() }
 
 // Warm discovers every issuer and loads its keys, so that the first exchange
 // does not pay for it. Failures are returned joined; they are retried later.
 func (e *Exchanger) Warm(ctx context.Context) error {
 	var errs []error
-	for _, k := range e.verifier.issuers {
+	for _, k := range e.verifier.all() {
 		if err := k.warm(ctx, e.now()); err != nil {
 			errs = append(errs, fmt.Errorf("issuer %s: %w", k.cfg.Name, err))
 		}
 	}
 	return errors.Join(errs...)
 }
+
+// WarmEach warms every issuer at once, each on its own (one issuer whose
+// discovery hangs delays no other), logs the ones that failed (they are
+// retried on use) and returns when all are done or ctx ends.
+func (e *Exchanger) WarmEach(ctx context.Context, log *slog.Logger) {
+	var wg sync.WaitGroup
+	for _, k := range e.verifier.all() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wctx, cancel := context.WithTimeout(ctx, warmTimeout)
+			defer cancel()
+			if err := k.warm(wctx, e.now()); err != nil && ctx.Err() == nil {
+				log.Warn("issuer keys not loaded yet; retried on use", "issuer", k.cfg.Name, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// warmTimeout bounds the warm-up of one issuer at start.
+const warmTimeout = 15 * time.Second
 
 // Directus returns the Directus the exchanger writes to.
 func (e *Exchanger) Directus() Directus { return e.directus }
@@ -332,6 +356,10 @@ func (e *Exchanger) Exchange(ctx context.Context, req Request) (*Result, error) 
 				Status: 503, RetryAfter: discoveryCooldown, Cause: err}
 		}
 		return nil, &Error{Code: "server_error", Description: "token verification failed", Status: 500, Cause: err}
+	}
+	if !e.loaded.Load() {
+		return nil, &Error{Code: "temporarily_unavailable", Description: "the bridge is starting: its rules are not loaded yet",
+			Status: 503, RetryAfter: 2 * time.Second, Issuer: id.Issuer.Name}
 	}
 	res, err := e.exchangeVerified(ctx, id, req)
 	if err != nil {

@@ -110,8 +110,17 @@ func startBinaryFile(t *testing.T, d DirectusInstance, path string, port int) *p
 	return startBinaryWith(t, d, path, fmt.Sprintf("http://127.0.0.1:%d", port), http.DefaultClient)
 }
 
-// startBinaryWith starts the binary and polls url/healthz with client.
+// startBinaryWith starts the binary and polls url/readyz with client until
+// it answers 200 (rules in force, Directus and the issuers reachable) or the
+// process exits.
 func startBinaryWith(t *testing.T, d DirectusInstance, path, url string, client *http.Client) *process {
+	t.Helper()
+	return startBinaryUntil(t, d, path, url, client, "/readyz")
+}
+
+// startBinaryUntil starts the binary and polls url+probe until it answers
+// 200, or until the process exits (then p.done holds the error).
+func startBinaryUntil(t *testing.T, d DirectusInstance, path, url string, client *http.Client, probe string) *process {
 	t.Helper()
 	p := &process{url: url, logs: &lockedBuffer{b: &bytes.Buffer{}}, done: make(chan error, 1)}
 	p.cmd = exec.Command(binary(t), "serve", "-config", path)
@@ -135,9 +144,11 @@ func startBinaryWith(t *testing.T, d DirectusInstance, path, url string, client 
 	})
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		if resp, err := client.Get(p.url + "/healthz"); err == nil {
+		if resp, err := client.Get(p.url + probe); err == nil {
 			resp.Body.Close()
-			return p
+			if resp.StatusCode == http.StatusOK {
+				return p
+			}
 		}
 		select {
 		case err := <-p.done:

@@ -19,6 +19,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -195,7 +196,7 @@ func serve(args []string, stderr io.Writer) int {
 func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	ex, store, err := newExchanger(ctx, cfg, log, reg)
+	ex, store, err := newExchanger(ctx, cfg, log, reg, false)
 	if err != nil {
 		return err
 	}
@@ -204,25 +205,47 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 			log.Error("closing the state store", "err", err)
 		}
 	}()
-	ex.DetectProvider(ctx)
-	if err := ex.Warm(ctx); err != nil {
-		log.Warn("issuer keys not loaded yet; retried on use", "err", err)
-	}
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
 	dc := ex.Directus()
-
-	go ex.RunRevoker(ctx)
-	if d := cfg.Reconcile.WatchInterval.D(); d > 0 {
-		if _, err := ex.Watch(ctx); err != nil {
-			log.Warn("watching Directus for changes failed; next try on the next tick", "err", err)
+	// Listen at once (liveness answers while Directus and the IdPs are
+	// waited for); exchanges answer 503 until the rules are in force.
+	var cronMu sync.Mutex
+	var stopCron func()
+	go func() {
+		ex.WarmEach(ctx, log)
+		go ex.RunRevoker(ctx)
+		if err := loadRules(ctx, ex, dc, cfg, log, 0); err != nil {
+			if ctx.Err() == nil {
+				fail(fmt.Errorf("the rules cannot be put in force: %w", err))
+			}
+			return
 		}
-		go ex.RunWatcher(ctx, d)
-	}
-	go watchConfig(ctx, path, ex, dc, log)
-	stopCron, err := scheduleReconcile(ctx, ex, cfg.Reconcile, log)
-	if err != nil {
-		return err
-	}
-	defer stopCron()
+		log.Info("rules in force", "rules", len(cfg.Rules))
+		ex.DetectProvider(ctx)
+		if d := cfg.Reconcile.WatchInterval.D(); d > 0 {
+			if _, err := ex.Watch(ctx); err != nil {
+				log.Warn("watching Directus for changes failed; next try on the next tick", "err", err)
+			}
+			go ex.RunWatcher(ctx, d)
+		}
+		go watchConfig(ctx, path, ex, dc, log)
+		stop, err := scheduleReconcile(ctx, ex, cfg.Reconcile, log)
+		if err != nil {
+			fail(err)
+			return
+		}
+		cronMu.Lock()
+		stopCron = stop
+		cronMu.Unlock()
+	}()
+	defer func() {
+		cronMu.Lock()
+		defer cronMu.Unlock()
+		if stopCron != nil {
+			stopCron()
+		}
+	}()
 
 	var proxies []netip.Prefix
 	for _, p := range cfg.TrustedProxies {
@@ -231,7 +254,13 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 	srv := &http.Server{
 		Addr: cfg.Listen,
 		Handler: (&bridge.Server{Exchanger: ex, Logger: log, TrustedProxies: proxies,
-			MetricsHandler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}).Handler(),
+			MetricsHandler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+			Ready: func(context.Context) map[string]error {
+				if !ex.Loaded() {
+					return map[string]error{"rules": errors.New("not in force yet: waiting for Directus")}
+				}
+				return map[string]error{"rules": nil}
+			}}).Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
@@ -252,6 +281,10 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 		return err
 	case <-ctx.Done():
 	}
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		srv.Close()
+		return cause
+	}
 	log.Info("shutting down: finishing in-flight exchanges")
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -262,13 +295,19 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 }
 
 // loadRules checks the rules against Directus and puts them in force. At
-// start Directus may still be booting: it is tried for up to a minute.
-func loadRules(ctx context.Context, ex *bridge.Exchanger, dc bridge.Directus, cfg *Config, log *slog.Logger) error {
-	deadline := time.Now().Add(time.Minute)
+// start Directus may still be booting: it is tried every 2s for wait (0:
+// until ctx ends), with a log line every 30s.
+func loadRules(ctx context.Context, ex *bridge.Exchanger, dc bridge.Directus, cfg *Config, log *slog.Logger, wait time.Duration) error {
+	start := time.Now()
+	var logged time.Time
 	for {
 		m, warnings, err := bridge.LoadMapper(ctx, dc, cfg.Rules)
-		if errors.Is(err, directus.ErrUnavailable) && time.Now().Before(deadline) {
-			log.Warn("Directus not reachable yet, retrying", "err", err)
+		if errors.Is(err, directus.ErrUnavailable) && (wait == 0 || time.Since(start) < wait) {
+			if time.Since(logged) >= 30*time.Second {
+				log.Warn("Directus not reachable yet, retrying; exchanges answer 503 meanwhile", "err", err,
+					"waited", time.Since(start).Round(time.Second).String())
+				logged = time.Now()
+			}
 			select {
 			case <-ctx.Done():
 				return ctx.Err()

@@ -36,7 +36,7 @@ func reconcileCmd(args []string, stdout, stderr io.Writer) int {
 	log := newLogger(cfg.Log, stderr)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	ex, store, err := newExchanger(ctx, cfg, log, nil)
+	ex, store, err := newExchanger(ctx, cfg, log, nil, true)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -71,7 +71,7 @@ func printReport(w io.Writer, rep *bridge.Report) {
 
 // newExchanger wires the state store, the Directus client and the rules;
 // with reg it also creates and registers the metrics.
-func newExchanger(ctx context.Context, cfg *Config, log *slog.Logger, reg prometheus.Registerer) (*bridge.Exchanger, *bridge.Store, error) {
+func newExchanger(ctx context.Context, cfg *Config, log *slog.Logger, reg prometheus.Registerer, loadNow bool) (*bridge.Exchanger, *bridge.Store, error) {
 	key, err := bridge.LoadKey(os.Getenv(cfg.State.KeyEnv), cfg.State.KeyFile)
 	if err != nil {
 		return nil, nil, err
@@ -84,7 +84,7 @@ func newExchanger(ctx context.Context, cfg *Config, log *slog.Logger, reg promet
 	if reg != nil {
 		metrics = bridge.NewMetrics(reg, store, time.Now)
 	}
-	ex, err := wire(ctx, cfg, log, store, metrics)
+	ex, err := wire(ctx, cfg, log, store, metrics, loadNow)
 	if err != nil {
 		store.Close()
 		return nil, nil, err
@@ -92,7 +92,10 @@ func newExchanger(ctx context.Context, cfg *Config, log *slog.Logger, reg promet
 	return ex, store, nil
 }
 
-func wire(ctx context.Context, cfg *Config, log *slog.Logger, store *bridge.Store, metrics *bridge.Metrics) (*bridge.Exchanger, error) {
+// wire builds the exchanger and, with loadNow, puts the rules in force
+// (waiting up to a minute for Directus); serve loads them in the
+// background instead, so that it listens at once.
+func wire(ctx context.Context, cfg *Config, log *slog.Logger, store *bridge.Store, metrics *bridge.Metrics, loadNow bool) (*bridge.Exchanger, error) {
 	dc, err := directus.New(cfg.Directus.URL, os.Getenv(cfg.Directus.TokenEnv), directus.Options{
 		Timeout: cfg.Directus.Timeout.D(), Retries: cfg.Directus.Retries, UserAgent: "directus-bridge/" + version,
 		Observe: metrics.ObserveDirectus,
@@ -107,7 +110,10 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, store *bridge.Stor
 	if err != nil {
 		return nil, err
 	}
-	return ex, loadRules(ctx, ex, dc, cfg, log)
+	if !loadNow {
+		return ex, nil
+	}
+	return ex, loadRules(ctx, ex, dc, cfg, log, time.Minute)
 }
 
 // scheduleReconcile runs the reconciler on cfg.Reconcile.Schedule: runs never
