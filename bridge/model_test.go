@@ -294,7 +294,12 @@ func (m *model) exchange(rt *rapid.T) {
 		// Refusals the model did not ask for must have their reason in
 		// Directus: the user suspended, bound to another issuer, or its
 		// external identifier held by another user.
-		if ee.Code != "unauthorized_client" || !m.refusable(before, uid, cfg, client) {
+		reserved := false
+		for _, o := range m.mi.configs(m.variant) {
+			reserved = reserved || ee.Code == "invalid_request" && cfg.UserIDs != UserIDsIssuer &&
+				o.UserIDs == UserIDsIssuer && strings.HasPrefix(client, o.Name+":")
+		}
+		if !reserved && (ee.Code != "unauthorized_client" || !m.refusable(before, uid, cfg, client)) {
 			rt.Fatalf("%s: refused without a reason: %v", m.last, err)
 		}
 		return
@@ -467,7 +472,7 @@ func (m *model) adminAct(rt *rapid.T) {
 		_, err = m.admin.UpdateUser(ctx, u.ID, directus.UserChange{Status: directus.Ptr("suspended")})
 		m.adminSuspended[u.ID] = true
 	case "reactivate":
-		if !m.adminSuspended[u.ID] {
+		if u.Status == "active" { // an administrator may reactivate any user, the bridge's suspensions too
 			return
 		}
 		_, err = m.admin.UpdateUser(ctx, u.ID, directus.UserChange{Status: directus.Ptr("active")})

@@ -118,7 +118,7 @@ func (e *Exchanger) managedID(u directus.User) bool {
 	if UserID(e.namespace, nil, u.ExternalIdentifier) == u.ID {
 		return true
 	}
-	for _, k := range e.verifier.issuers {
+	for _, k := range e.verifier.all() {
 		client, ok := strings.CutPrefix(u.ExternalIdentifier, k.cfg.Name+":")
 		if ok && k.cfg.UserIDs == UserIDsIssuer && UserID(e.namespace, k.cfg, client) == u.ID {
 			return true
@@ -341,10 +341,14 @@ func (e *Exchanger) applyBatch(ctx context.Context, batch []plan, rep *Report, w
 	for _, p := range keep {
 		ids = append(ids, p.user.ID)
 	}
+	var cursor int64 // the activity log's position before a suspension
 	switch action {
 	case ActRevoke:
 		err = e.directus.UpdateUsers(ctx, ids, directus.UserChange{Token: directus.Ptr("")})
 	case ActSuspend, ActUnmapped:
+		if cursor, err = e.directus.LastActivityID(ctx, directus.CollectionUsers); err != nil {
+			return fmt.Errorf("reconcile: %s: %w", action, err)
+		}
 		err = e.directus.UpdateUsers(ctx, ids, directus.UserChange{Token: directus.Ptr(""), Status: directus.Ptr("suspended")})
 	case ActDelete:
 		err = e.directus.DeleteUsers(ctx, ids)
@@ -376,7 +380,7 @@ func (e *Exchanger) applyBatch(ctx context.Context, batch []plan, rep *Report, w
 				r := p.rec
 				r.Unsure = true
 				if action == ActSuspend || action == ActUnmapped {
-					r.SuspendedByBridge, r.SuspendedAt = true, now
+					r.SuspendedByBridge, r.SuspendedAt, r.SuspendedCursor = true, now, cursor
 				}
 				recs = append(recs, r)
 			}
@@ -400,7 +404,7 @@ func (e *Exchanger) applyBatch(ctx context.Context, batch []plan, rep *Report, w
 			r.tokensCleared()
 		case ActSuspend, ActUnmapped:
 			r.tokensCleared()
-			r.SuspendedByBridge, r.SuspendedAt = true, now
+			r.SuspendedByBridge, r.SuspendedAt, r.SuspendedCursor = true, now, cursor
 		case ActRemap, ActRestore:
 			r.Role, r.Policies = p.grant.Role, p.user.Access
 		case ActDelete, ActGone:

@@ -68,6 +68,10 @@ type Record struct {
 	LastExchange time.Time `json:"last_exchange,omitzero"`
 	// SuspendedByBridge: the bridge suspended the user and may reactivate it.
 	SuspendedByBridge bool `json:"suspended_by_bridge,omitempty"`
+	// SuspendedCursor is Directus's newest activity row when the bridge
+	// suspended the user: a write by anyone else after it makes the
+	// suspension an administrator's, which the bridge never undoes.
+	SuspendedCursor int64 `json:"suspended_cursor,omitempty"`
 	// SuspendedByAdmin: Directus showed a status other than active that the
 	// bridge did not set; exchanges are refused (after asking Directus
 	// again) until an administrator reactivates the user.

@@ -127,6 +127,8 @@ var (
 		Description: "the Directus user with this client's id is not a machine user of this issuer"}
 	errExternalIDTaken = &Error{Code: "unauthorized_client", Status: http.StatusBadRequest,
 		Description: "another Directus user holds this client's external identifier; a Directus administrator must resolve it"}
+	errReservedClient = &Error{Code: "invalid_request", Status: http.StatusBadRequest,
+		Description: "the client id starts with the name of another issuer and a colon, which its users' external identifiers use"}
 	errTooLong = &Error{Code: "invalid_request", Status: http.StatusBadRequest,
 		Description: "the client id is too long for a Directus external identifier"}
 )
@@ -197,7 +199,8 @@ func (e *Exchanger) upsert(ctx context.Context, id *Identity, res *Result, m *Ma
 	switch {
 	case !known || rec.Gone:
 		v = view{} // try a create: one request for a new client
-	case rec.Unsure || rec.SuspendedByAdmin:
+	case rec.Unsure || rec.SuspendedByAdmin || rec.SuspendedByBridge:
+		// A suspension is only ever undone after reading the user.
 		u, err := e.directus.User(ctx, res.UserID)
 		switch {
 		case errors.Is(err, directus.ErrNotFound):
@@ -209,6 +212,19 @@ func (e *Exchanger) upsert(ctx context.Context, id *Identity, res *Result, m *Ma
 		}
 	default:
 		v = viewOfRecord(&rec)
+	}
+	if rec.SuspendedByBridge && v.exists && v.status != "active" {
+		// Suspended, as the bridge left it, unless someone else wrote to
+		// the user since (an administrator who reactivated and suspended
+		// it again, or suspended it while the bridge's own suspension was
+		// unconfirmed): then it is the administrator's.
+		touched, err := e.touchedByOthers(ctx, res.UserID, rec.SuspendedCursor)
+		if err != nil {
+			return e.directusError(err)
+		}
+		if touched {
+			rec.SuspendedByBridge = false
+		}
 	}
 
 	// The token to write: the live one while it may still be handed out,
@@ -300,7 +316,19 @@ func (e *Exchanger) upsert(ctx context.Context, id *Identity, res *Result, m *Ma
 				}
 				continue
 			}
+			if err == nil && !holdsGrant(user, g) {
+				// The answer shows what Directus holds: someone changed the
+				// user since the bridge last saw it (a policy attached, the
+				// token cleared). Write again from the answer.
+				v = viewOfUser(user)
+				continue
+			}
 			break
+		}
+		if e.reservedExternalID(id) {
+			e.log.WarnContext(ctx, "exchange refused: the client id starts with the name of an issuer with issuer-scoped ids, "+
+				"whose users' external identifiers it would take", "client", id.Client, "issuer", id.Issuer.Name)
+			return restore(errReservedClient)
 		}
 		user, err = e.create(ctx, res.UserID, tok, g, id, now)
 		if directus.Code(err) == directus.CodeRecordNotUnique {
@@ -324,7 +352,13 @@ func (e *Exchanger) upsert(ctx context.Context, id *Identity, res *Result, m *Ma
 	}
 	if err != nil {
 		if !definite(err) {
-			return e.directusError(err) // the write ahead stays: Directus may hold tok
+			// The write ahead stays: Directus may hold tok. Put it again, so
+			// that a watcher or reconciler that read the user while this
+			// write was in flight sees the record changed and reads again.
+			if perr := e.store.Put(next); perr != nil {
+				return stateError(perr)
+			}
+			return e.directusError(err)
 		}
 		switch {
 		case directus.Code(err) == directus.CodeRecordNotUnique && fieldOf(err) == "external_identifier":
@@ -353,6 +387,47 @@ func (e *Exchanger) upsert(ctx context.Context, id *Identity, res *Result, m *Ma
 	}
 	res.Token, res.Expiry = tok, exp
 	return nil
+}
+
+// reservedExternalID reports whether a client of a hook-ids issuer would
+// take the external identifier ("<name>:<client>") of an issuer-scoped
+// issuer's client, which Directus keeps unique.
+func (e *Exchanger) reservedExternalID(id *Identity) bool {
+	if id.Issuer.UserIDs == UserIDsIssuer {
+		return false
+	}
+	for _, k := range e.verifier.all() {
+		if k.cfg.UserIDs == UserIDsIssuer && strings.HasPrefix(id.Client, k.cfg.Name+":") {
+			return true
+		}
+	}
+	return false
+}
+
+// touchedByOthers reports whether anyone but the bridge wrote to the user
+// after the activity row afterID, according to Directus's activity log.
+func (e *Exchanger) touchedByOthers(ctx context.Context, userID string, afterID int64) (bool, error) {
+	self, err := e.selfID(ctx)
+	if err != nil {
+		return false, err
+	}
+	acts, err := e.directus.Activity(ctx, directus.ActivityFilter{Collection: directus.CollectionUsers, Item: userID,
+		AfterID: afterID, ExcludeUser: self}, 1)
+	if err != nil {
+		return false, err
+	}
+	return len(acts) > 0, nil
+}
+
+// holdsGrant reports whether a write's answer shows the user as the bridge
+// wants it: the grant exactly, a token, its binding. A suspended user is
+// left to the caller (refused).
+func holdsGrant(u directus.User, g Grant) bool {
+	if u.Status != "active" {
+		return true
+	}
+	_, bound := bindingOf(u.AuthData)
+	return bound && u.HasToken && u.Role == g.Role && samePolicies(u.Access, g.Policies)
 }
 
 // checkView refuses a user that is not this client's to write: bound to

@@ -35,12 +35,9 @@ const watchPages = 10
 func (e *Exchanger) Watch(ctx context.Context) (int, error) {
 	e.watchMu.Lock()
 	defer e.watchMu.Unlock()
-	if e.self == "" {
-		me, err := e.directus.Me(ctx)
-		if err != nil {
-			return 0, fmt.Errorf("watch: who am I: %w", err)
-		}
-		e.self = me.ID
+	self, err := e.selfID(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("watch: %w", err)
 	}
 	cursor, ok := e.store.Cursor()
 	if !ok {
@@ -58,7 +55,7 @@ func (e *Exchanger) Watch(ctx context.Context) (int, error) {
 	changed := 0
 	for range watchPages {
 		acts, err := e.directus.Activity(ctx, directus.ActivityFilter{
-			Collection: directus.CollectionUsers, AfterID: cursor, ExcludeUser: e.self}, watchPage)
+			Collection: directus.CollectionUsers, AfterID: cursor, ExcludeUser: self}, watchPage)
 		if err != nil {
 			return changed, fmt.Errorf("watch: %w", err)
 		}
@@ -91,6 +88,21 @@ func (e *Exchanger) Watch(ctx context.Context) (int, error) {
 		}
 	}
 	return changed, nil
+}
+
+// selfID is the id of the bridge's own Directus user (its token's), learnt
+// once: the activity rows of its own writes are not news.
+func (e *Exchanger) selfID(ctx context.Context) (string, error) {
+	e.selfMu.Lock()
+	defer e.selfMu.Unlock()
+	if e.self == "" {
+		me, err := e.directus.Me(ctx)
+		if err != nil {
+			return "", fmt.Errorf("who am I: %w", err)
+		}
+		e.self = me.ID
+	}
+	return e.self, nil
 }
 
 func (e *Exchanger) takeRetries() []string {
@@ -204,10 +216,11 @@ func applyObserved(r *Record, u *directus.User, recreated bool) []string {
 		}
 		what = append(what, "created by someone else")
 	}
-	if r.SuspendedByBridge && u.Status != "active" && u.Status != "suspended" {
-		// The bridge only ever sets "suspended": another status is an
-		// administrator's decision.
-		r.SuspendedByBridge = false
+	if r.SuspendedByBridge {
+		// Someone else wrote to a user the bridge suspended: from now on the
+		// status is theirs (reactivated, or suspended on purpose).
+		r.SuspendedByBridge, r.SuspendedCursor = false, 0
+		what = append(what, "suspension taken over by an administrator")
 	}
 	switch {
 	case u.Status != "active" && !r.SuspendedByBridge && !r.SuspendedByAdmin:

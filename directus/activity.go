@@ -45,6 +45,7 @@ type Activity struct {
 type ActivityFilter struct {
 	Collection string // e.g. CollectionUsers
 	AfterID    int64  // rows with a larger id only
+	Item       string // rows of this item (e.g. a user id) only
 	// ExcludeUser leaves out the rows of this user id (a UUID), e.g. the
 	// bridge's own writes. Rows without a user are kept.
 	ExcludeUser string
@@ -112,6 +113,9 @@ func (f ActivityFilter) json() string {
 	}
 	if f.AfterID > 0 {
 		and = append(and, map[string]any{"id": map[string]any{"_gt": f.AfterID}})
+	}
+	if f.Item != "" {
+		and = append(and, map[string]any{"item": map[string]any{"_eq": f.Item}})
 	}
 	if f.ExcludeUser != "" {
 		// _neq alone would also drop rows without a user (SQL: NULL <> x is not true).

@@ -114,6 +114,19 @@ func (s *suite) activityOfUserWrites(t *testing.T) {
 		t.Errorf("activity without the bridge's rows (-want +got):\n%s", diff)
 	}
 
+	// Item keeps one user's rows, and combines with ExcludeUser.
+	byItem, err := s.admin.Activity(ctx, directus.ActivityFilter{Collection: directus.CollectionUsers, AfterID: start, Item: u.ID, ExcludeUser: me.ID}, -1)
+	if err != nil {
+		t.Fatalf("Activity(Item): %v", err)
+	}
+	got = nil
+	for _, a := range byItem {
+		got = append(got, row{a.Action, a.Item, a.User})
+	}
+	if diff := cmp.Diff([]row{{directus.ActionUpdate, u.ID, humanID}}, got); diff != "" {
+		t.Errorf("activity of one item without the bridge's rows (-want +got):\n%s", diff)
+	}
+
 	// AfterID and limit page through the same rows.
 	page, err := s.admin.Activity(ctx, directus.ActivityFilter{Collection: directus.CollectionUsers, AfterID: all[2].ID}, 2)
 	if err != nil {
