@@ -111,7 +111,8 @@ type Exchanger struct {
 	perIP     *limiter
 
 	watchMu sync.Mutex // one Watch at a time
-	self    string     // the bridge's own Directus user id, learnt by Watch
+	selfMu  sync.Mutex
+	self    string // the bridge's own Directus user id, learnt once
 	retryMu sync.Mutex
 	retry   map[string]bool // users Watch looks at again
 	// recreated: users someone else created or deleted since Watch last
@@ -160,15 +161,48 @@ func NewExchanger(o Options) (*Exchanger, error) {
 		log:       o.Logger,
 		now:       o.Now,
 		metrics:   o.Metrics,
-		perClient: newLimiter(o.Limits.PerClient, o.Now),
-		perIP:     newLimiter(o.Limits.PerIP, o.Now),
+		perClient: o.Limits.clientLimiter(o.Now),
+		perIP:     o.Limits.ipLimiter(o.Now),
 		retry:     map[string]bool{},
 		recreated: map[string]bool{},
+	}
+	if err := e.bindFormat1(issuers); err != nil {
+		return nil, err
 	}
 	p := o.Users.Provider
 	e.provider.Store(&p)
 	e.mapper.Store(&Mapper{})
 	return e, nil
+}
+
+// bindFormat1 binds every record of the earlier format (bound by issuer
+// name only) to the URL of the configured issuer of that name, once, and
+// persists it: from then on a rename, or a name given to another issuer,
+// changes nothing. A record whose issuer name is not configured stays bound
+// by name.
+func (e *Exchanger) bindFormat1(issuers []IssuerConfig) error {
+	if e.store == nil {
+		return nil
+	}
+	byName := map[string]string{}
+	for _, c := range issuers {
+		byName[c.Name] = c.Issuer
+	}
+	var recs []Record
+	for _, r := range e.store.All() {
+		if r.IssuerURL == "" && byName[r.Issuer] != "" {
+			r.IssuerURL = byName[r.Issuer]
+			recs = append(recs, r)
+		}
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	if err := e.store.PutAll(recs); err != nil {
+		return fmt.Errorf("bridge: binding records of the earlier state format: %w", err)
+	}
+	e.log.Info("records of the earlier state format bound to their issuers' URLs", "records", len(recs))
+	return nil
 }
 
 func (c *TokenConfig) setDefaults() {

@@ -36,12 +36,26 @@ type Server struct {
 	Exchanger *Exchanger
 	Logger    *slog.Logger
 	// Ready, when set, adds checks to /readyz (name -> error or nil).
+	// Concurrent probes share one call, never two at a time; its answer is
+	// awaited at most ReadyTimeout (then the check "ready" fails), and its
+	// errors are logged, never shown.
 	Ready func(ctx context.Context) map[string]error
 	// MetricsHandler serves GET /metrics (e.g. promhttp.HandlerFor).
 	MetricsHandler http.Handler
 	// TrustedProxies are the peers whose X-Forwarded-For is believed when
 	// telling the client's address (for logs and the per-IP limit).
 	TrustedProxies []netip.Prefix
+	// DirectusCheckInterval is the least time between two Directus pings
+	// made for /readyz (default 5s): probes in between get the last
+	// result and concurrent probes share one ping, so that however often
+	// /readyz is probed it costs Directus at most one request per interval.
+	DirectusCheckInterval time.Duration
+	// ReadyTimeout bounds /readyz (default 2s): a check that has not
+	// answered by then is reported failing ("timed out") and goes on in
+	// the background, one at a time.
+	ReadyTimeout time.Duration
+
+	readiness readiness // what /readyz last learnt; see ready.go
 }
 
 type ctxKey int
@@ -337,31 +351,4 @@ func (s *Server) clientIP(r *http.Request) string {
 		}
 	}
 	return host
-}
-
-func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-	defer cancel()
-	checks := map[string]error{"directus": s.Exchanger.directus.Ping(ctx)}
-	for _, k := range s.Exchanger.verifier.issuers {
-		var err error
-		if !k.ready() {
-			err = k.warm(ctx, s.Exchanger.now()) // at most once per cooldown
-		}
-		checks["issuer:"+k.cfg.Name] = err
-	}
-	if s.Ready != nil {
-		for name, err := range s.Ready(ctx) {
-			checks[name] = err
-		}
-	}
-	status, body := http.StatusOK, map[string]string{}
-	for name, err := range checks {
-		body[name] = "ok"
-		if err != nil {
-			status = http.StatusServiceUnavailable
-			body[name] = "failing"
-		}
-	}
-	writeJSON(w, status, body)
 }

@@ -136,7 +136,8 @@ func TestReadiness(t *testing.T) {
 	if code, body := get(); code != 200 || body["directus"] != "ok" || body["issuer:auth0"] != "ok" {
 		t.Errorf("ready: %d %v", code, body)
 	}
-	h.fake.Close() // Directus goes away
+	h.fake.Close()                            // Directus goes away
+	h.clock.Add(DefaultDirectusCheckInterval) // and the next ping sees it
 	if code, body := get(); code != 503 || body["directus"] != "failing" || body["issuer:auth0"] != "ok" {
 		t.Errorf("Directus down: %d %v, want 503 naming directus", code, body)
 	}
