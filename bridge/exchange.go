@@ -93,7 +93,7 @@ type Options struct {
 
 // Exchanger turns verified IdP tokens into Directus static tokens.
 type Exchanger struct {
-	tokens    TokenConfig
+	tokens    atomic.Pointer[TokenConfig] // replaced by SetTokens
 	users     UserConfig
 	namespace uuid.UUID
 	verifier  *verifier
@@ -107,8 +107,8 @@ type Exchanger struct {
 	provider  atomic.Pointer[string]
 	warnOnce  sync.Once
 	metrics   *Metrics
-	perClient *limiter
-	perIP     *limiter
+	perClient limiterRef
+	perIP     limiterRef
 
 	watchMu sync.Mutex // one Watch at a time
 	selfMu  sync.Mutex
@@ -152,7 +152,6 @@ func NewExchanger(o Options) (*Exchanger, error) {
 	}
 	o.Limits.SetDefaults()
 	e := &Exchanger{
-		tokens:    o.Tokens,
 		users:     o.Users,
 		namespace: ns,
 		verifier:  newVerifier(issuers, o.Now, o.VerifiedCacheSize, o.Metrics.jwksFetch),
@@ -161,11 +160,13 @@ func NewExchanger(o Options) (*Exchanger, error) {
 		log:       o.Logger,
 		now:       o.Now,
 		metrics:   o.Metrics,
-		perClient: o.Limits.clientLimiter(o.Now),
-		perIP:     o.Limits.ipLimiter(o.Now),
 		retry:     map[string]bool{},
 		recreated: map[string]bool{},
 	}
+	e.perClient.set(o.Limits.clientLimiter(o.Now))
+	e.perIP.set(o.Limits.ipLimiter(o.Now))
+	tc := o.Tokens
+	e.tokens.Store(&tc)
 	if err := e.bindFormat1(issuers); err != nil {
 		return nil, err
 	}
@@ -233,6 +234,36 @@ func (c *UserConfig) setDefaults() {
 	if c.Provider == "" {
 		c.Provider = "default"
 	}
+}
+
+// tok is the token configuration in force.
+func (e *Exchanger) tok() *TokenConfig { return e.tokens.Load() }
+
+// SetTokens puts a new token configuration in force (a reload): new tokens
+// get the new lifetime and prefix; tokens already issued keep theirs.
+func (e *Exchanger) SetTokens(c TokenConfig) {
+	c.setDefaults()
+	e.tokens.Store(&c)
+}
+
+// SetLimits puts new rate limits in force (a reload); every bucket starts
+// full again.
+func (e *Exchanger) SetLimits(c LimitsConfig) {
+	c.SetDefaults()
+	e.perClient.set(c.clientLimiter(e.now))
+	e.perIP.set(c.ipLimiter(e.now))
+}
+
+// SetIssuers puts a new set of trusted issuers in force (a reload): a
+// removed issuer is distrusted at once and the cached verifications of
+// removed and changed issuers are dropped; an unchanged issuer keeps its
+// keys. It refuses a set in which more than one issuer has hook ids.
+func (e *Exchanger) SetIssuers(cfgs []IssuerConfig) (added, removed, changed []string, err error) {
+	if errs := ValidateIssuers(cfgs); len(errs) > 0 {
+		return nil, nil, nil, fmt.Errorf("bridge: issuers: %w", errors.Join(errs...))
+	}
+	added, removed, changed = e.verifier.setIssuers(cfgs)
+	return added, removed, changed, nil
 }
 
 // SetMapper replaces the rules in force; exchanges in flight finish with the
@@ -498,8 +529,8 @@ func sortedUnique(s []string) []string {
 
 // newExpiry is the expiry a token minted now for id would get.
 func (e *Exchanger) newExpiry(id *Identity, now time.Time) time.Time {
-	exp := now.Add(e.tokens.TTL.D())
-	if !e.tokens.OutliveSubject && id.Expiry.Before(exp) {
+	exp := now.Add(e.tok().TTL.D())
+	if !e.tok().OutliveSubject && id.Expiry.Before(exp) {
 		exp = id.Expiry
 	}
 	return exp
@@ -542,5 +573,5 @@ func (e *Exchanger) mint() (string, error) {
 	if _, err := rand.Read(b); err != nil {
 		return "", err
 	}
-	return e.tokens.Prefix + base64.RawURLEncoding.EncodeToString(b), nil
+	return e.tok().Prefix + base64.RawURLEncoding.EncodeToString(b), nil
 }

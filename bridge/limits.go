@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -113,6 +114,13 @@ func (c LimitsConfig) clientLimiter(now func() time.Time) *limiter {
 func newLimiter(l RateLimit, now func() time.Time) *limiter {
 	return makeLimiter(l, DefaultMaxTracked, nil, now)
 }
+
+// limiterRef holds the limiter in force; a reload replaces it.
+type limiterRef struct{ p atomic.Pointer[limiter] }
+
+func (r *limiterRef) allow(key string) (bool, time.Duration) { return r.p.Load().allow(key) }
+func (r *limiterRef) set(l *limiter)                         { r.p.Store(l) }
+func (r *limiterRef) get() *limiter                          { return r.p.Load() }
 
 // limiter keeps one token bucket per key, for at most max keys.
 //

@@ -279,7 +279,7 @@ func TestRateLimitPerIPv6Prefix(t *testing.T) {
 	h := newHarness(t, "12.4.0", func(h *harness, o *Options) {
 		o.Limits = LimitsConfig{PerIP: RateLimit{Rate: 1, Burst: 2}, PerClient: RateLimit{Rate: -1}, IPv6Prefix: 56}
 	})
-	if h.ex.perIP.key == nil {
+	if h.ex.perIP.get().key == nil {
 		t.Fatal("NewExchanger builds perIP without the address grouping of Limits.ipLimiter")
 	}
 	srv := httptest.NewServer((&Server{Exchanger: h.ex,

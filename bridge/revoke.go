@@ -96,13 +96,18 @@ func (e *Exchanger) revoke(ctx context.Context, ids []string) (int, error) {
 // RunRevoker revokes expired tokens every RevokeInterval until ctx ends, and
 // flushes the store's batched writes on the same beat.
 func (e *Exchanger) RunRevoker(ctx context.Context) {
-	t := time.NewTicker(e.tokens.RevokeInterval.D())
+	every := e.tok().RevokeInterval.D()
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if d := e.tok().RevokeInterval.D(); d != every { // a reload changed it
+				every = d
+				t.Reset(d)
+			}
 			if _, err := e.RevokeExpired(ctx); err != nil && ctx.Err() == nil {
 				e.log.Warn("revoking expired tokens failed; next try on the next tick", "err", err)
 			}

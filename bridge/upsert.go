@@ -116,7 +116,7 @@ func (e *Exchanger) reusable(rec *Record, newExp, now time.Time) bool {
 }
 
 func (e *Exchanger) reusableExpiry(exp, newExp, now time.Time) bool {
-	return now.Before(exp) && (exp.Sub(now) >= e.tokens.RotateBefore.D() || !newExp.After(exp))
+	return now.Before(exp) && (exp.Sub(now) >= e.tok().RotateBefore.D() || !newExp.After(exp))
 }
 
 // Refusals of the write path. None of them writes to Directus.

@@ -247,7 +247,7 @@ func TestBinary(t *testing.T) {
 				t.Fatal(err)
 			}
 			_ = p.cmd.Process.Signal(syscall.SIGHUP)
-			p.waitLog(t, "rules reloaded")
+			p.waitLog(t, "configuration reloaded")
 			if r := p.exchange(t, subject); r.status != 200 {
 				t.Fatalf("exchange after reload: %d %v", r.status, r.body)
 			}

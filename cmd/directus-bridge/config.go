@@ -152,8 +152,8 @@ func (c *Config) Validate() error {
 			bad("trusted_proxies: %q is not a CIDR", p)
 		}
 	}
-	if c.Limits.PerIP.Burst < 0 || c.Limits.PerClient.Burst < 0 {
-		bad("limits: burst must not be negative")
+	for _, err := range c.Limits.Validate() {
+		bad("limits: %v", err)
 	}
 	if u, err := url.Parse(c.Directus.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		bad("directus.url: want an http(s) URL, got %q", c.Directus.URL)

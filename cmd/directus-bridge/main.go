@@ -229,15 +229,15 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 			}
 			go ex.RunWatcher(ctx, d)
 		}
-		go watchConfig(ctx, path, ex, dc, log)
-		stop, err := scheduleReconcile(ctx, ex, cfg.Reconcile, log)
+		sched, err := newReconcileSchedule(ctx, ex, cfg.Reconcile, log)
 		if err != nil {
 			fail(err)
 			return
 		}
 		cronMu.Lock()
-		stopCron = stop
+		stopCron = sched.stop
 		cronMu.Unlock()
+		go watchConfig(ctx, path, &reloader{ex: ex, dc: dc, sched: sched, log: log, cur: cfg}, log)
 	}()
 	defer func() {
 		cronMu.Lock()
@@ -326,9 +326,9 @@ func loadRules(ctx context.Context, ex *bridge.Exchanger, dc bridge.Directus, cf
 	}
 }
 
-// watchConfig reloads the rules on SIGHUP and when the file changes. An
-// invalid file is logged and the rules in force stay.
-func watchConfig(ctx context.Context, path string, ex *bridge.Exchanger, dc bridge.Directus, log *slog.Logger) {
+// watchConfig reloads the configuration on SIGHUP and when the file
+// changes (checked every 2s). An invalid file is logged and nothing changes.
+func watchConfig(ctx context.Context, path string, r *reloader, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -354,28 +354,11 @@ func watchConfig(ctx context.Context, path string, ex *bridge.Exchanger, dc brid
 		}
 		last = modTime()
 		cfg, err := loadValid(path)
-		if err == nil {
-			var m *bridge.Mapper
-			var warnings []string
-			m, warnings, err = bridge.LoadMapper(ctx, dc, cfg.Rules)
-			var adminErr *bridge.AdminAccessError
-			if errors.As(err, &adminErr) && m != nil {
-				// Only some rules hand out admin access (a role or policy
-				// changed in Directus, or a rule without allow_admin): those
-				// deny, the others are in force.
-				log.Error("rules reloaded, but these rules deny: their grant has admin access without allow_admin", "err", err)
-				err = nil
-			}
-			if err == nil {
-				for _, w := range warnings {
-					log.Warn(w)
-				}
-				ex.SetMapper(m)
-				log.Info("rules reloaded", "rules", len(cfg.Rules), "blocked", m.BlockedCount())
-				continue
-			}
+		if err != nil {
+			log.Error("reload refused: the configuration in force stays", "err", err)
+			continue
 		}
-		log.Error("reload refused: the rules in force stay", "err", err)
+		r.apply(ctx, cfg)
 	}
 }
 

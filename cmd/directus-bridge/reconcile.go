@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/robfig/cron/v3"
 
 	"github.com/directus-bridge/directus-bridge/bridge"
 	"github.com/directus-bridge/directus-bridge/directus"
@@ -114,30 +113,6 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, store *bridge.Stor
 		return ex, nil
 	}
 	return ex, loadRules(ctx, ex, dc, cfg, log, time.Minute)
-}
-
-// scheduleReconcile runs the reconciler on cfg.Reconcile.Schedule: runs never
-// overlap, and a panic is recovered and logged.
-func scheduleReconcile(ctx context.Context, ex *bridge.Exchanger, rc bridge.ReconcileConfig, log *slog.Logger) (stop func(), err error) {
-	if rc.Schedule == "off" {
-		return func() {}, nil
-	}
-	cl := cronLogger{log}
-	c := cron.New(cron.WithChain(cron.Recover(cl), cron.SkipIfStillRunning(cl)), cron.WithLogger(cl))
-	_, err = c.AddFunc(rc.Schedule, func() {
-		rep, err := ex.Reconcile(ctx, rc, false)
-		if err != nil {
-			log.Warn("reconcile failed; the next run picks up", "err", err)
-			return
-		}
-		log.Info("reconcile done", "event", "reconcile_run", "scanned", rep.Scanned, "managed", rep.Managed,
-			"changes", len(rep.Changes), "skipped", rep.Skipped, "actions", rep.Actions, "duration", rep.Duration)
-	})
-	if err != nil {
-		return nil, err
-	}
-	c.Start()
-	return func() { <-c.Stop().Done() }, nil
 }
 
 // cronLogger adapts slog to cron's logger.
