@@ -37,6 +37,7 @@ type Directus interface {
 	Me(ctx context.Context) (directus.User, error)
 	Activity(ctx context.Context, f directus.ActivityFilter, limit int) ([]directus.Activity, error)
 	LastActivityID(ctx context.Context, collection string) (int64, error)
+	AccessUsers(ctx context.Context, ids []string) (map[string]string, error)
 }
 
 // TokenConfig shapes the Directus static tokens the bridge issues.

@@ -460,7 +460,8 @@ func (m *model) adminAct(rt *rapid.T) {
 		return
 	}
 	u := rapid.SampledFrom(users).Draw(rt, "user")
-	act := rapid.SampledFrom([]string{"suspend", "reactivate", "delete", "role", "attach", "detach", "token"}).Draw(rt, "act")
+	act := rapid.SampledFrom([]string{"suspend", "reactivate", "delete", "role", "attach", "detach", "token",
+		"attach via /access", "delete an access row"}).Draw(rt, "act")
 	m.last = fmt.Sprintf("admin %s %s", act, u.ID)
 	ctx := context.Background()
 	var err error
@@ -490,6 +491,13 @@ func (m *model) adminAct(rt *rapid.T) {
 		var full directus.User
 		if full, err = m.admin.User(ctx, u.ID); err == nil && len(full.Access) > 0 {
 			_, err = m.admin.UpdateUser(ctx, u.ID, directus.UserChange{RemoveAccess: []string{full.Access[0].ID}})
+		}
+	case "attach via /access":
+		_, err = m.admin.AttachPolicy(ctx, u.ID, m.extra.ID)
+	case "delete an access row":
+		var full directus.User
+		if full, err = m.admin.User(ctx, u.ID); err == nil && len(full.Access) > 0 {
+			err = m.admin.DeleteAccess(ctx, full.Access[0].ID)
 		}
 	case "token":
 		m.nforeign++

@@ -54,13 +54,21 @@ func (e *Exchanger) Watch(ctx context.Context) (int, error) {
 	}
 	changed := 0
 	for range watchPages {
+		// Users, and the access rows that attach policies to them: an
+		// administrator may attach one through /access directly, which
+		// Directus logs under directus_access only.
 		acts, err := e.directus.Activity(ctx, directus.ActivityFilter{
-			Collection: directus.CollectionUsers, AfterID: cursor, ExcludeUser: self}, watchPage)
+			Collections: []string{directus.CollectionUsers, directus.CollectionAccess}, AfterID: cursor, ExcludeUser: self}, watchPage)
 		if err != nil {
 			return changed, fmt.Errorf("watch: %w", err)
 		}
 		ids := e.takeRetries()
+		var rows []string // access rows written by others
 		for _, a := range acts {
+			if a.Collection == directus.CollectionAccess {
+				rows = append(rows, a.Item)
+				continue
+			}
 			if _, known := e.store.Get(a.Item); known {
 				ids = append(ids, a.Item)
 				if a.Action == directus.ActionCreate || a.Action == directus.ActionDelete {
@@ -70,6 +78,11 @@ func (e *Exchanger) Watch(ctx context.Context) (int, error) {
 				}
 			}
 		}
+		owners, err := e.accessOwners(ctx, rows)
+		if err != nil {
+			return changed, fmt.Errorf("watch: %w", err)
+		}
+		ids = append(ids, owners...)
 		sort.Strings(ids)
 		n, err := e.observe(ctx, slices.Compact(ids))
 		changed += n
@@ -103,6 +116,39 @@ func (e *Exchanger) selfID(ctx context.Context) (string, error) {
 		e.self = me.ID
 	}
 	return e.self, nil
+}
+
+// accessOwners returns the known users whose direct policies the access
+// rows touch: the rows' users as Directus has them now (created or moved
+// rows), and the records that list a row (deleted or moved rows).
+func (e *Exchanger) accessOwners(ctx context.Context, rows []string) ([]string, error) {
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	sort.Strings(rows)
+	rows = slices.Compact(rows)
+	var out []string
+	for batch := range slices.Chunk(rows, readBatch) {
+		users, err := e.directus.AccessUsers(ctx, batch)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range users {
+			if _, known := e.store.Get(u); known {
+				out = append(out, u)
+			}
+		}
+	}
+	set := map[string]bool{}
+	for _, r := range rows {
+		set[r] = true
+	}
+	for _, r := range e.store.All() {
+		if slices.ContainsFunc(r.Policies, func(a directus.Access) bool { return set[a.ID] }) {
+			out = append(out, r.UserID)
+		}
+	}
+	return out, nil
 }
 
 func (e *Exchanger) takeRetries() []string {

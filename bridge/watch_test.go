@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/directus-bridge/directus-bridge/directus"
+	"github.com/directus-bridge/directus-bridge/mapping"
 )
 
 // humanAdmin is a Directus administrator other than the bridge's user, so
@@ -174,5 +175,45 @@ func TestReconcileNoticesDeletion(t *testing.T) {
 	}
 	if r := h.exchange(h.auth0Token("gone", "items:read")); r.Status != 200 || !h.tokenWorks(r.str("access_token")) {
 		t.Errorf("after reconcile: %d %v", r.Status, r.Body)
+	}
+}
+
+// A policy attached through /access directly (Directus logs only a
+// directus_access row) is noticed, and the next exchange detaches it.
+func TestWatchNoticesAccessRows(t *testing.T) {
+	h := newHarness(t, "12.4.0")
+	admin := h.humanAdmin()
+	h.watch()
+	tok := h.exchange(h.auth0Token("direct", "items:read")).str("access_token")
+	ctx := context.Background()
+	if _, err := admin.AttachPolicy(ctx, idOf("direct"), h.extra.ID); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.watch(); n != 1 {
+		t.Errorf("Watch changed %d records, want 1", n)
+	}
+	r := h.exchange(h.auth0Token("direct", "items:read"))
+	if r.Status != 200 || r.str("access_token") != tok {
+		t.Fatalf("exchange: %d %v, want the same token", r.Status, r.Body)
+	}
+	if u := h.user(idOf("direct")); len(u.Access) != 0 {
+		t.Errorf("policies after the next exchange: %v, want none", u.PolicyIDs())
+	}
+	// The same for a row deleted by hand: the record notices it.
+	h.setRules(mapping.Rules{{Name: "readers", AnyScopes: []string{"items:read"}, Role: "Reader", Policies: []string{"extra"}}})
+	h.exchange(h.auth0Token("direct", "items:read"))
+	u := h.user(idOf("direct"))
+	if len(u.Access) != 1 {
+		t.Fatalf("setup: policies %v", u.PolicyIDs())
+	}
+	if err := admin.DeleteAccess(ctx, u.Access[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.watch(); n != 1 {
+		t.Errorf("Watch after a deleted row changed %d records, want 1", n)
+	}
+	h.exchange(h.auth0Token("direct", "items:read"))
+	if u := h.user(idOf("direct")); len(u.Access) != 1 || u.Access[0].Policy != h.extra.ID {
+		t.Errorf("policies after the next exchange: %v, want [extra]", u.PolicyIDs())
 	}
 }

@@ -2,6 +2,7 @@ package directus
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -95,4 +96,49 @@ func (c *Client) CreateRole(ctx context.Context, r Role) (Role, error) {
 		created.Policies = append(created.Policies, p.Policy)
 	}
 	return created, nil
+}
+
+// AccessUsers maps access row ids to the user each attaches a policy to
+// ("" for a role's row); ids that do not exist are left out.
+func (c *Client) AccessUsers(ctx context.Context, ids []string) (map[string]string, error) {
+	out := map[string]string{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	filter, _ := json.Marshal(map[string]any{"id": map[string]any{"_in": ids}})
+	var rows []struct {
+		ID   string  `json:"id"`
+		User *string `json:"user"`
+	}
+	err := c.do(ctx, request{op: "list_access", method: http.MethodGet, path: "/access",
+		query: url.Values{"fields": {"id,user"}, "filter": {string(filter)}, "limit": {"-1"}}, out: &rows})
+	if err != nil {
+		return nil, fmt.Errorf("directus: list access: %w", err)
+	}
+	for _, r := range rows {
+		out[r.ID] = deref(r.User)
+	}
+	return out, nil
+}
+
+// AttachPolicy attaches a policy to a user with POST /access, as an
+// administrator may do directly, and returns the access row's id.
+func (c *Client) AttachPolicy(ctx context.Context, user, policy string) (string, error) {
+	var out struct {
+		ID string `json:"id"`
+	}
+	err := c.do(ctx, request{op: "create_access", method: http.MethodPost, path: "/access",
+		query: url.Values{"fields": {"id"}}, body: map[string]string{"user": user, "policy": policy}, out: &out})
+	if err != nil {
+		return "", fmt.Errorf("directus: create access: %w", err)
+	}
+	return out.ID, nil
+}
+
+// DeleteAccess deletes an access row (DELETE /access/:id).
+func (c *Client) DeleteAccess(ctx context.Context, id string) error {
+	if err := c.do(ctx, request{op: "delete_access", method: http.MethodDelete, path: "/access/" + url.PathEscape(id)}); err != nil {
+		return fmt.Errorf("directus: delete access: %w", err)
+	}
+	return nil
 }

@@ -20,6 +20,11 @@ const (
 	ActionDelete = "delete"
 )
 
+// CollectionAccess holds the rows that attach policies to users and roles:
+// an administrator may attach one to a user through /access directly, which
+// Directus logs under this collection only.
+const CollectionAccess = "directus_access"
+
 // CollectionUsers is the collection of Directus users, for ActivityFilter.
 const CollectionUsers = "directus_users"
 
@@ -46,6 +51,9 @@ type ActivityFilter struct {
 	Collection string // e.g. CollectionUsers
 	AfterID    int64  // rows with a larger id only
 	Item       string // rows of this item (e.g. a user id) only
+	// Collections keeps rows of any of these collections (with Collection,
+	// both must hold).
+	Collections []string
 	// ExcludeUser leaves out the rows of this user id (a UUID), e.g. the
 	// bridge's own writes. Rows without a user are kept.
 	ExcludeUser string
@@ -113,6 +121,9 @@ func (f ActivityFilter) json() string {
 	}
 	if f.AfterID > 0 {
 		and = append(and, map[string]any{"id": map[string]any{"_gt": f.AfterID}})
+	}
+	if len(f.Collections) > 0 {
+		and = append(and, map[string]any{"collection": map[string]any{"_in": f.Collections}})
 	}
 	if f.Item != "" {
 		and = append(and, map[string]any{"item": map[string]any{"_eq": f.Item}})

@@ -162,3 +162,53 @@ func (s *suite) activityOfUserWrites(t *testing.T) {
 		t.Errorf("reads wrote activity: last id %d before, %d after (%v)", before, after, err)
 	}
 }
+
+// accessRows: a policy attached to a user through /access directly shows on
+// the user, is logged under directus_access only (not directus_users), and
+// its row names the user.
+func (s *suite) accessRows(t *testing.T) {
+	ctx := t.Context()
+	u := s.newUser(t)
+	s.create(t, u)
+	p, err := s.admin.CreatePolicy(ctx, directus.Policy{Name: "conformance-access-" + random()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start, err := s.admin.LastActivityID(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := s.admin.AttachPolicy(ctx, u.ID, p.ID)
+	if err != nil {
+		t.Fatalf("AttachPolicy: %v", err)
+	}
+	if got := s.read(t, u.ID).PolicyIDs(); len(got) != 1 || got[0] != p.ID {
+		t.Errorf("user policies after POST /access: %v, want [%s]", got, p.ID)
+	}
+	users, err := s.admin.AccessUsers(ctx, []string{id, uuid.NewString()})
+	if err != nil || len(users) != 1 || users[id] != u.ID {
+		t.Errorf("AccessUsers = %v, %v; want {%s: %s}", users, err, id, u.ID)
+	}
+	if err := s.admin.DeleteAccess(ctx, id); err != nil {
+		t.Fatalf("DeleteAccess: %v", err)
+	}
+	if got := s.read(t, u.ID).PolicyIDs(); len(got) != 0 {
+		t.Errorf("user policies after DELETE /access: %v, want none", got)
+	}
+	rows, err := s.admin.Activity(ctx, directus.ActivityFilter{AfterID: start,
+		Collections: []string{directus.CollectionUsers, directus.CollectionAccess}}, -1)
+	if err != nil {
+		t.Fatalf("Activity: %v", err)
+	}
+	type row struct{ Action, Collection, Item string }
+	var got []row
+	for _, a := range rows {
+		if a.Item == id || a.Item == u.ID {
+			got = append(got, row{a.Action, a.Collection, a.Item})
+		}
+	}
+	want := []row{{directus.ActionCreate, directus.CollectionAccess, id}, {directus.ActionDelete, directus.CollectionAccess, id}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("activity of /access writes (-want +got):\n%s", diff)
+	}
+}

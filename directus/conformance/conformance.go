@@ -61,6 +61,7 @@ func Run(t *testing.T, target Target) {
 		{"RepeatedWriteIsIdempotent", s.repeatedWrite},
 		{"PolicyCreateTwice", s.policyCreateTwice},
 		{"ActivityOfUserWrites", s.activityOfUserWrites},
+		{"AccessRowsAndTheirActivity", s.accessRows},
 	} {
 		t.Run(tc.name, tc.fn)
 	}

@@ -155,3 +155,64 @@ func (s *Server) createPolicy(w http.ResponseWriter, r *http.Request, caller *us
 	s.logActivity(caller, "create", "directus_policies", p.ID)
 	writeData(w, p)
 }
+
+// accessFilterFields are the fields GET /access can filter on.
+var accessFilterFields = map[string]fieldKind{"id": kindString, "user": kindString, "policy": kindString}
+
+// listAccess serves GET /access with a filter on id, user or policy.
+func (s *Server) listAccess(w http.ResponseWriter, r *http.Request) {
+	match, ferr := compileFilter(r.URL.Query().Get("filter"), accessFilterFields)
+	if ferr != nil {
+		writeError(w, ferr)
+		return
+	}
+	out := []map[string]any{}
+	for _, a := range s.sortedAccess() {
+		rec := func(field string) any {
+			switch field {
+			case "id":
+				return a.ID
+			case "policy":
+				return a.Policy
+			case "user":
+				if a.User != nil {
+					return *a.User
+				}
+			}
+			return nil
+		}
+		if match(rec) {
+			out = append(out, map[string]any{"id": a.ID, "user": a.User, "role": a.Role, "policy": a.Policy})
+		}
+	}
+	writeData(w, out)
+}
+
+// createAccess serves POST /access {"user","policy"}: Directus logs a
+// directus_access row only, not a directus_users one.
+func (s *Server) createAccess(w http.ResponseWriter, r *http.Request, caller *userRow) {
+	var body struct{ User, Policy string }
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		writeError(w, invalidPayload("body must be a JSON object"))
+		return
+	}
+	if s.users[body.User] == nil || s.policies[body.Policy] == nil {
+		writeError(w, &apiError{status: http.StatusBadRequest, code: "INVALID_FOREIGN_KEY", msg: "Invalid foreign key."})
+		return
+	}
+	uid := body.User
+	a := s.newAccess(body.Policy, &uid, nil)
+	s.logActivity(caller, "create", "directus_access", a.ID)
+	writeData(w, map[string]any{"id": a.ID, "user": uid, "policy": a.Policy})
+}
+
+// deleteAccess serves DELETE /access/:id.
+func (s *Server) deleteAccess(w http.ResponseWriter, caller *userRow, id string) {
+	if s.access[id] == nil {
+		writeError(w, errForbidden())
+		return
+	}
+	delete(s.access, id)
+	s.logActivity(caller, "delete", "directus_access", id)
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -319,6 +319,12 @@ func (s *Server) serveLocked(w http.ResponseWriter, r *http.Request, route strin
 		s.createPolicy(w, r, caller)
 	case "GET /activity":
 		s.listActivity(w, r)
+	case "GET /access":
+		s.listAccess(w, r)
+	case "POST /access":
+		s.createAccess(w, r, caller)
+	case "DELETE /access/:id":
+		s.deleteAccess(w, caller, strings.TrimPrefix(r.URL.Path, "/access/"))
 	default:
 		writeError(w, &apiError{status: http.StatusNotFound, code: "ROUTE_NOT_FOUND", msg: "Route " + r.URL.Path + " doesn't exist."})
 	}
@@ -331,6 +337,9 @@ func routeName(r *http.Request) string {
 	}
 	if _, ok := strings.CutPrefix(p, "/policies/"); ok {
 		p = "/policies/:id"
+	}
+	if _, ok := strings.CutPrefix(p, "/access/"); ok {
+		p = "/access/:id"
 	}
 	return r.Method + " " + p
 }
