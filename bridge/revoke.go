@@ -28,16 +28,22 @@ func (e *Exchanger) RevokeExpired(ctx context.Context) (int, error) {
 	}
 	sort.Strings(ids)
 	revoked := 0
+	var errs []error
 	for len(ids) > 0 {
 		n := min(len(ids), revokeBatch)
 		k, err := e.revoke(ctx, ids[:n])
 		revoked += k
 		if err != nil {
-			return revoked, err
+			// The other batches still go: one refused batch must not keep
+			// every later token alive.
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				break
+			}
 		}
 		ids = ids[n:]
 	}
-	return revoked, nil
+	return revoked, errors.Join(errs...)
 }
 
 // revoke clears the tokens of ids that are still expired once their locks

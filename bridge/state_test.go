@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -357,5 +358,25 @@ func TestValidateIssuers(t *testing.T) {
 	two.UserIDs = UserIDsIssuer
 	if errs := ValidateIssuers([]IssuerConfig{one, two}); len(errs) != 0 {
 		t.Errorf("valid issuers: %v", errs)
+	}
+}
+
+// One failed revocation batch does not keep the tokens of the later batches
+// alive.
+func TestRevokeGoesOnAfterAFailedBatch(t *testing.T) {
+	h := newHarness(t, "12.4.0")
+	past := h.clock.Now().Add(-time.Minute)
+	var recs []Record
+	for i := range revokeBatch + 50 {
+		recs = append(recs, Record{UserID: fmt.Sprintf("00000000-0000-5000-8000-%012d", i), Issuer: "auth0",
+			Client: fmt.Sprint(i), Token: fmt.Sprint("dbr_t", i), Expiry: past})
+	}
+	if err := h.store.PutAll(recs); err != nil {
+		t.Fatal(err)
+	}
+	h.failNext(http.MethodPatch, false)
+	n, err := h.ex.RevokeExpired(context.Background())
+	if err == nil || n != 50 {
+		t.Errorf("RevokeExpired = %d, %v; want the second batch (50) revoked and the first batch's error", n, err)
 	}
 }
