@@ -12,9 +12,9 @@ import (
 	"github.com/directus-bridge/directus-bridge/mapping"
 )
 
-// an administrator reactivates a user the bridge suspended (idle), then
-// suspends it again. The bridge still believes the suspension is its own
-// and reactivates the user at the client's next exchange.
+// An administrator reactivates a user the bridge suspended (idle), then
+// suspends it again on purpose: the suspension is the administrator's now,
+// and the client's next exchange must not undo it.
 func TestAdminResuspensionIsNotUndone(t *testing.T) {
 	h := newHarness(t, "12.4.0")
 	admin := h.humanAdmin()
@@ -47,10 +47,9 @@ func TestAdminResuspensionIsNotUndone(t *testing.T) {
 	}
 }
 
-// the reconciler's suspension fails with a 503 that Directus never
-// applied; the record claims SuspendedByBridge anyway. An administrator then
-// suspends the user: the bridge takes that suspension for its own and
-// reactivates the user at the next exchange.
+// The reconciler's suspension fails with a 503 before Directus applied it;
+// an administrator then suspends the user: that suspension is the
+// administrator's, not the bridge's unconfirmed one, and stays.
 func TestUnconfirmedBridgeSuspensionDoesNotHideAdminSuspension(t *testing.T) {
 	h := newHarness(t, "12.4.0")
 	admin := h.humanAdmin()
@@ -124,9 +123,9 @@ func (d *raceDirectus) ListUsers(ctx context.Context, f directus.UserFilter, lim
 	return users, err
 }
 
-// a Watch that read a user while an exchange was writing it applies its
-// stale read after the exchange ended without a confirmed answer (no Put, so
-// the revision check passes): the record forgets the token Directus holds.
+// A Watch that read a user while an exchange was writing it must not apply
+// its stale read after the exchange ended without a confirmed answer: the
+// record would forget a token Directus holds.
 func TestWatchKeepsTokenOfConcurrentLostWrite(t *testing.T) {
 	rd := &raceDirectus{inCreate: make(chan struct{}), listed: make(chan struct{})}
 	h := newHarness(t, "12.4.0", func(h *harness, o *Options) {
@@ -231,12 +230,10 @@ func TestFormat1RecordIsBoundToItsIssuerURL(t *testing.T) {
 	}
 }
 
-// a write whose answer shows the user holds no token is recorded as
-// confirming the token the bridge did not send. An administrator cleared the
-// token; before the watcher runs, a rules reload makes the next exchange
-// PATCH the role (token not sent: the record says Directus holds it). The
-// answer says token null; the bridge answers 200 with the dead token and
-// records it as confirmed.
+// A write's answer that shows the user holds no token (an administrator
+// cleared it, the watcher has not run yet, a rules reload made the next
+// exchange PATCH only the role) must not be recorded as confirming the token:
+// the bridge writes the token again before it answers.
 func TestWriteFollowsTheAnswersTokenState(t *testing.T) {
 	h := newHarness(t, "12.4.0")
 	admin := h.humanAdmin()
