@@ -3,6 +3,7 @@ package bridge
 import (
 	"crypto/rand"
 	"crypto/rsa"
+	"fmt"
 	"net/http"
 	"sync"
 	"testing"
@@ -90,16 +91,51 @@ func TestVerifiedCacheStaysBounded(t *testing.T) {
 	c := newVerifiedCache(100)
 	now := time.Now()
 	for i := range 1000 {
-		c.put([32]byte{byte(i), byte(i >> 8)}, &Identity{Expiry: now.Add(time.Hour)}, now)
+		c.put(fmt.Sprint("token-", i), &Identity{Expiry: now.Add(time.Hour)}, now)
 		if n := len(c.entries); n > 100 {
 			t.Fatalf("cache holds %d entries, bound 100", n)
 		}
 	}
-	last := [32]byte{byte(999 & 0xff), byte(999 >> 8)}
+	last := "token-999"
+	if c.get("token-1000", now) != nil {
+		t.Errorf("a token never put was found")
+	}
 	if c.get(last, now) == nil {
 		t.Errorf("the newest entry was evicted")
 	}
 	if c.get(last, now.Add(2*time.Hour)) != nil {
 		t.Errorf("an entry outlived its token")
+	}
+}
+
+// The key set reads the compact serialization only (RFC 7515 §7.1), with
+// the issuer's algorithms: a JWS in the JSON serialization of a key the
+// JWKS holds is refused (the deprecated jose.ParseSigned accepted it).
+func TestKeySetReadsCompactJWSOnly(t *testing.T) {
+	ti := newTestIssuer(t, jose.ES256, false)
+	ks := &keySet{url: ti.URL + "/jwks", client: http.DefaultClient, now: time.Now, cooldown: time.Hour}
+	compact := ti.sign(t, ti.claims("c", testAudience, time.Now(), "s"))
+	if _, err := ks.VerifySignature(t.Context(), compact); err != nil {
+		t.Fatalf("compact JWS: %v", err)
+	}
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: ti.key, KeyID: ti.kid}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jws, err := s.Sign([]byte(`{"iss":"x"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := jws.FullSerialize() // flattened, for one signature
+	for name, raw := range map[string]string{"JSON": full, "JSON after white space": " \n" + full} {
+		if p, err := ks.VerifySignature(t.Context(), raw); err == nil {
+			t.Errorf("%s serialization accepted: %s", name, p)
+		}
+	}
+	if _, err := ks.verify(t.Context(), compact, []jose.SignatureAlgorithm{jose.RS256}); err == nil {
+		t.Errorf("ES256 token accepted with only RS256 allowed")
+	}
+	if _, err := ks.verify(t.Context(), compact, []jose.SignatureAlgorithm{jose.HS256, "none"}); err == nil {
+		t.Errorf("accepted with only HS256 and none allowed")
 	}
 }

@@ -8,17 +8,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"reflect"
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	jose "github.com/go-jose/go-jose/v4"
 )
 
 // IssuerConfig describes one trusted token issuer.
@@ -55,6 +54,10 @@ type IssuerConfig struct {
 	// hook ids: two issuers with a client of the same name would otherwise
 	// name the same user.
 	UserIDs string `yaml:"user_ids"`
+	// Timeout bounds each request to the issuer: discovery, and each JWKS
+	// fetch (default 10s). A verification waiting for keys gives up at its
+	// own deadline, which may come first.
+	Timeout Duration `yaml:"timeout"`
 	// IDFromIssuer is the former name of user ids from the issuer. It is
 	// refused with a message, because its ids (issuer and client
 	// concatenated) were ambiguous.
@@ -90,6 +93,9 @@ func (c *IssuerConfig) setDefaults() {
 	if c.UserIDs == "" {
 		c.UserIDs = UserIDsHook
 	}
+	if c.Timeout == 0 {
+		c.Timeout = Duration(defaultIdPTimeout)
+	}
 }
 
 // ValidateIssuer lists every problem with an issuer's configuration.
@@ -120,6 +126,9 @@ func (c *IssuerConfig) validate() []error {
 	}
 	if c.Leeway < 0 || c.Leeway.D() > 5*time.Minute {
 		bad("leeway must be between 0 and 5m")
+	}
+	if c.Timeout < 0 || c.Timeout.D() > 2*time.Minute {
+		bad("timeout must be between 0 and 2m")
 	}
 	if c.JWKSURL != "" && !strings.HasPrefix(c.JWKSURL, "https://") && !strings.HasPrefix(c.JWKSURL, "http://") {
 		bad("jwks_url must be an http(s) URL")
@@ -190,126 +199,47 @@ func (e *TokenError) Error() string { return "token refused: " + e.Reason }
 
 func refuse(format string, a ...any) error { return &TokenError{Reason: fmt.Sprintf(format, a...)} }
 
-// verifier checks subject tokens against the trusted issuers.
-type verifier struct {
-	now     func() time.Time
-	issuers map[string]*issuerKeys // by iss
-	cache   *verifiedCache
-}
-
-// issuerKeys holds one issuer's config and go-oidc verifier, built lazily
-// when discovery was not possible at start.
-type issuerKeys struct {
-	cfg *IssuerConfig
-
-	mu       sync.Mutex
-	verifier *oidc.IDTokenVerifier
-	set      *keySet
-	lastTry  time.Time
-	lastErr  error
-	observe  func(ok bool) // JWKS fetch outcomes, for metrics
-}
-
-const discoveryCooldown = 10 * time.Second
-
-func newVerifier(issuers []IssuerConfig, now func() time.Time, cacheSize int) *verifier {
-	v := &verifier{now: now, issuers: map[string]*issuerKeys{}, cache: newVerifiedCache(cacheSize)}
-	for i := range issuers {
-		cfg := &issuers[i]
-		v.issuers[cfg.Issuer] = &issuerKeys{cfg: cfg}
-	}
-	return v
-}
-
-// keys returns the issuer's go-oidc verifier, discovering its JWKS URL on
-// first use and at most once per cooldown after a failure.
-func (k *issuerKeys) keys(ctx context.Context, now time.Time) (*oidc.IDTokenVerifier, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.verifier != nil {
-		return k.verifier, nil
-	}
-	if !k.lastTry.IsZero() && now.Sub(k.lastTry) < discoveryCooldown {
-		return nil, k.lastErr
-	}
-	k.lastTry = now
-	jwks := k.cfg.JWKSURL
-	if jwks == "" {
-		p, err := oidc.NewProvider(oidc.ClientContext(ctx, nil), k.cfg.Issuer)
-		if err != nil {
-			k.lastErr = fmt.Errorf("discovery for %s: %w", k.cfg.Name, err)
-			return nil, k.lastErr
-		}
-		var meta struct {
-			JWKSURI string `json:"jwks_uri"`
-		}
-		if err := p.Claims(&meta); err != nil || meta.JWKSURI == "" {
-			k.lastErr = fmt.Errorf("discovery for %s: no jwks_uri", k.cfg.Name)
-			return nil, k.lastErr
-		}
-		jwks = meta.JWKSURI
-	}
-	k.set = &keySet{url: jwks, client: &http.Client{Timeout: 10 * time.Second}, now: time.Now,
-		cooldown: keySetCooldown, observe: k.observe}
-	k.verifier = oidc.NewVerifier(k.cfg.Issuer, k.set, &oidc.Config{
-		SkipClientIDCheck:    true, // audiences are checked below, against a list
-		SkipExpiryCheck:      true, // exp/nbf/iat are checked below, with the leeway
-		SupportedSigningAlgs: k.cfg.Algorithms,
-	})
-	return k.verifier, nil
-}
-
-// warm discovers the issuer and loads its keys once, so that the first
-// exchange does not pay for it and readiness can tell.
-func (k *issuerKeys) warm(ctx context.Context, now time.Time) error {
-	if _, err := k.keys(ctx, now); err != nil {
-		return err
-	}
-	k.mu.Lock()
-	set := k.set
-	k.mu.Unlock()
-	if set.loaded() {
-		return nil
-	}
-	return set.refresh(ctx, time.Time{})
-}
-
-// ready reports whether the issuer's keys were loaded at least once.
-func (k *issuerKeys) ready() bool {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.set != nil && k.set.loaded()
-}
-
-// errKeysUnavailable marks a token that could not be checked because the
-// issuer's discovery document is unreachable: the caller gets 503.
-var errKeysUnavailable = errors.New("issuer keys unavailable")
-
-// header is the part of the JOSE header the bridge inspects itself.
+// header is the part of the JOSE header the bridge inspects itself
+// (readHeader).
 type header struct {
-	Alg  string          `json:"alg"`
-	Typ  string          `json:"typ"`
-	Enc  string          `json:"enc"`
-	Crit json.RawMessage `json:"crit"`
+	Alg, Typ, Enc string
+	Crit          json.RawMessage
 }
+
+// maxHeaderBytes and maxHeaderMembers bound a JOSE header. Issuers write
+// a few short parameters (alg, kid, typ: about a hundred bytes; an x5c
+// certificate fits too); go-jose, which parses the header again, pays
+// about 50 ns a byte and 2.5 µs a member for it, so that a header filling
+// a request would cost more than ten ordinary verifications.
+const (
+	maxHeaderBytes   = 2 << 10
+	maxHeaderMembers = 32
+)
 
 // Verify checks raw and returns the identity it proves.
+//
+// The work before the signature check runs for any caller, so it is
+// linear in len(raw) and small: the header is decoded and checked in full
+// (it chooses the algorithm and key, and go-jose reads it too), of the
+// payload only iss is read (it chooses the issuer). The payload is checked
+// in full only once its signature holds, and iss again on what was signed.
 func (v *verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
 	now := v.now()
-	sum := sha256.Sum256([]byte(raw))
-	if id := v.cache.get(sum, now); id != nil {
+	set := v.issuers.Load() // once: the issuers of this verification
+	if id := v.cache.get(raw, now); id != nil && set.trusts(id.Issuer) {
 		return id, nil
 	}
-	parts := strings.Split(raw, ".")
-	if len(parts) != 3 {
-		if len(parts) == 5 {
+	hseg, rest, _ := strings.Cut(raw, ".")
+	pseg, sig, ok := strings.Cut(rest, ".")
+	if !ok || strings.Contains(sig, ".") {
+		if strings.Count(raw, ".") == 4 {
 			return nil, refuse("encrypted tokens (JWE) are not accepted")
 		}
 		return nil, refuse("subject_token is not a signed JWT")
 	}
-	var h header
-	if err := decodeSegment(parts[0], &h, registeredHeader); err != nil {
-		return nil, refuse("malformed JWT header")
+	h, err := readHeader(hseg)
+	if err != nil {
+		return nil, err
 	}
 	if h.Enc != "" {
 		return nil, refuse("encrypted tokens (JWE) are not accepted")
@@ -317,13 +247,15 @@ func (v *verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
 	if len(h.Crit) > 0 {
 		return nil, refuse("JWT header has crit parameters the bridge does not understand")
 	}
-	var unverified struct {
-		Iss string `json:"iss"`
-	}
-	if err := decodeSegment(parts[1], &unverified, registeredClaims); err != nil {
+	payload, err := base64.RawURLEncoding.DecodeString(pseg)
+	if err != nil {
 		return nil, refuse("malformed JWT payload")
 	}
-	k := v.issuers[unverified.Iss]
+	iss, err := unverifiedIssuer(payload)
+	if err != nil {
+		return nil, refuse("malformed JWT payload")
+	}
+	k := set.byIss[iss]
 	if k == nil {
 		return nil, refuse("issuer is not trusted")
 	}
@@ -334,35 +266,197 @@ func (v *verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
 	if cfg.RequireTyp != "" && !typMatches(h.Typ, cfg.RequireTyp) {
 		return nil, refuse("token type %q is not %q", h.Typ, cfg.RequireTyp)
 	}
-	ov, err := k.keys(ctx, now)
+	keys, err := k.keys(ctx, now)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errKeysUnavailable, err)
 	}
-	tok, err := ov.Verify(ctx, raw)
+	signed, err := keys.verify(ctx, raw, cfg.signatureAlgorithms())
 	if err != nil {
-		if strings.Contains(err.Error(), "fetching keys") {
+		if errors.Is(err, errFetchingKeys) {
 			return nil, fmt.Errorf("%w: %v", errKeysUnavailable, err)
 		}
 		return nil, refuse("signature or issuer check failed")
 	}
-	var claims map[string]json.RawMessage
-	if err := tok.Claims(&claims); err != nil {
-		return nil, refuse("malformed JWT claims")
+	if !bytes.Equal(signed, payload) {
+		return nil, refuse("signature or issuer check failed") // go-jose read other bytes
 	}
-	id, err := v.check(cfg, tok, claims, now)
+	claims, err := verifiedClaims(signed)
+	if err != nil {
+		return nil, refuse("malformed JWT payload")
+	}
+	if !registeredStrings(claims) || stringClaim(claims["iss"]) != cfg.Issuer {
+		return nil, refuse("signature or issuer check failed")
+	}
+	id, err := v.check(cfg, claims, now)
 	if err != nil {
 		return nil, err
 	}
 	id.Fingerprint = Fingerprint(raw)
-	v.cache.put(sum, id, now)
+	v.cache.put(raw, id, now)
 	return id, nil
 }
 
+// readHeader decodes the JOSE header segment: at most maxHeaderBytes of
+// valid JSON, an object (or null, which sets nothing) of at most
+// maxHeaderMembers members, none repeated or spelling a registered name in
+// another case.
+func readHeader(seg string) (header, error) {
+	var h header
+	if base64.RawURLEncoding.DecodedLen(len(seg)) > maxHeaderBytes {
+		return h, refuse("JWT header is over %d bytes", maxHeaderBytes)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(seg)
+	if err != nil || !json.Valid(b) {
+		return h, refuse("malformed JWT header")
+	}
+	var o jsonObject
+	switch err := o.scan(b); {
+	case errors.Is(err, errNotObject):
+		if string(bytes.TrimSpace(b)) == "null" {
+			return h, nil
+		}
+		return h, refuse("malformed JWT header")
+	case err != nil:
+		return h, refuse("malformed JWT header")
+	case len(o.members) > maxHeaderMembers:
+		return h, refuse("JWT header has more than %d parameters", maxHeaderMembers)
+	case o.unique(registeredHeader) != nil:
+		return h, refuse("malformed JWT header")
+	}
+	for i := range o.members {
+		var err error
+		switch string(o.name(i)) {
+		case "alg":
+			err = json.Unmarshal(o.value(i), &h.Alg)
+		case "typ":
+			err = json.Unmarshal(o.value(i), &h.Typ)
+		case "enc":
+			err = json.Unmarshal(o.value(i), &h.Enc)
+		case "crit":
+			err = json.Unmarshal(o.value(i), &h.Crit)
+		}
+		if err != nil {
+			return h, refuse("malformed JWT header")
+		}
+	}
+	return h, nil
+}
+
+// unverifiedIssuer reads iss from a payload whose signature is not checked
+// yet, doing as little as it can with bytes any caller chooses: one scan of
+// the top-level member names, in time linear in len(b), for the one named
+// iss; a repeated iss is malformed. The payload is checked in full
+// (verifiedClaims) once its signature holds. A payload that is not an
+// object is malformed, but null, which names no issuer.
+func unverifiedIssuer(b []byte) (string, error) {
+	s := memberScanner{b: b}
+	var iss []byte
+	for {
+		m, ok, err := s.next()
+		if err != nil {
+			if errors.Is(err, errNotObject) && string(bytes.TrimSpace(b)) == "null" {
+				return "", nil
+			}
+			return "", err
+		}
+		if !ok {
+			break
+		}
+		if !isIss(b[m.name.start:m.name.end], m.plain) {
+			continue
+		}
+		if iss != nil {
+			return "", errors.New(`member "iss" is repeated`)
+		}
+		iss = b[m.value.start:m.value.end]
+	}
+	var v string
+	if iss != nil {
+		if err := json.Unmarshal(iss, &v); err != nil {
+			return "", err
+		}
+	}
+	return v, nil
+}
+
+// isIss reports whether the member name raw (as written) is "iss".
+func isIss(raw []byte, plain bool) bool {
+	if plain {
+		return string(raw) == "iss"
+	}
+	// Only an escape can spell ASCII otherwise (invalid UTF-8 reads as
+	// U+FFFD), and an escape spells one character in at most six bytes.
+	if len(raw) > 3*6 || bytes.IndexByte(raw, '\\') < 0 {
+		return false
+	}
+	var buf [3 * 6 * utf8.UTFMax]byte
+	name, ok := unquoteName(buf[:0], raw)
+	return ok && string(name) == "iss"
+}
+
+// verifiedClaims decodes a payload whose signature holds: valid JSON, an
+// object whose members are unique and spell no registered name in another
+// case.
+func verifiedClaims(b []byte) (map[string]json.RawMessage, error) {
+	var o jsonObject
+	if err := o.scan(b); err != nil {
+		return nil, err
+	}
+	if err := o.unique(registeredClaims); err != nil {
+		return nil, err
+	}
+	var claims map[string]json.RawMessage
+	if err := json.Unmarshal(b, &claims); err != nil {
+		return nil, err
+	}
+	return claims, nil
+}
+
+// registeredStrings reports whether the registered claims that go-oidc
+// read as strings are strings (or null) where present, as go-oidc, which
+// verified tokens before, required.
+func registeredStrings(claims map[string]json.RawMessage) bool {
+	for _, name := range []string{"iss", "sub", "nonce", "at_hash"} {
+		if raw, ok := claims[name]; ok {
+			var s *string
+			if json.Unmarshal(raw, &s) != nil {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// signatureAlgorithms is the issuer's allow-list for go-jose.
+func (c *IssuerConfig) signatureAlgorithms() []jose.SignatureAlgorithm {
+	algs := make([]jose.SignatureAlgorithm, len(c.Algorithms))
+	for i, a := range c.Algorithms {
+		algs[i] = jose.SignatureAlgorithm(a)
+	}
+	return algs
+}
+
+// audiences reads aud as go-oidc did: a string, or a list of strings.
+func audiences(raw json.RawMessage) ([]string, bool) {
+	if len(raw) == 0 {
+		return nil, true
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return []string{s}, true
+	}
+	var list []string
+	if json.Unmarshal(raw, &list) == nil {
+		return list, true
+	}
+	return nil, false
+}
+
 // check applies the issuer's rules to verified claims.
-func (v *verifier) check(cfg *IssuerConfig, tok *oidc.IDToken, claims map[string]json.RawMessage, now time.Time) (*Identity, error) {
+func (v *verifier) check(cfg *IssuerConfig, claims map[string]json.RawMessage, now time.Time) (*Identity, error) {
 	leeway := cfg.Leeway.D()
-	// Dates come from the claims as signed, never from go-oidc's parse,
-	// which accepts quoted numbers and wraps huge ones into the past.
+	// Dates are JSON numbers (go-oidc, which verified tokens before,
+	// accepted quoted numbers and wrapped huge ones into the past).
 	var dates [3]time.Time
 	for i, name := range []string{"exp", "nbf", "iat"} {
 		raw, ok := claims[name]
@@ -386,7 +480,8 @@ func (v *verifier) check(cfg *IssuerConfig, tok *oidc.IDToken, claims map[string
 	if !iat.IsZero() && now.Add(leeway).Before(iat) {
 		return nil, refuse("token issued in the future (iat)")
 	}
-	if !slices.ContainsFunc(cfg.Audiences, func(a string) bool { return slices.Contains(tok.Audience, a) }) {
+	aud, ok := audiences(claims["aud"])
+	if !ok || !slices.ContainsFunc(cfg.Audiences, func(a string) bool { return slices.Contains(aud, a) }) {
 		return nil, refuse("audience not accepted")
 	}
 	keys := make([]string, 0, len(cfg.RequiredClaims))
@@ -420,7 +515,7 @@ func (v *verifier) check(cfg *IssuerConfig, tok *oidc.IDToken, claims map[string
 	return &Identity{
 		Issuer:    cfg,
 		Client:    client,
-		Audiences: tok.Audience,
+		Audiences: aud,
 		Scopes:    slices.Compact(scopes),
 		Claims:    norm,
 		Expiry:    exp,
@@ -433,129 +528,14 @@ func typMatches(got, want string) bool {
 }
 
 // registeredHeader and registeredClaims are the names the bridge and
-// go-oidc read into Go structs, whose encoding/json matching ignores case.
+// go-jose read into Go structs (go-oidc did too, when it verified tokens),
+// whose encoding/json matching ignores case: a case variant of one is
+// refused (jsonObject.unique). They MUST be lower-case ASCII.
 var (
 	registeredHeader = []string{"alg", "typ", "enc", "crit", "kid", "cty"}
 	registeredClaims = []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "nonce", "at_hash",
 		"_claim_names", "_claim_sources"}
 )
-
-func decodeSegment(seg string, v any, registered []string) error {
-	b, err := base64.RawURLEncoding.DecodeString(seg)
-	if err != nil {
-		return err
-	}
-	if err := uniqueMembers(b, registered); err != nil {
-		return err
-	}
-	return json.Unmarshal(b, v)
-}
-
-// uniqueMembers refuses a JSON object that repeats a member or spells a
-// registered name in another case ("EXP", "Aud", "ſub"). RFC 7519 §4 lets a
-// parser take the last of repeated claims, and encoding/json (the bridge's
-// and go-oidc's) does so and also matches struct fields case-insensitively;
-// the issuer or a proxy may read the first. Refusing both leaves one reading
-// of every token.
-func uniqueMembers(b []byte, registered []string) error {
-	// Fast path: the names of a top-level object without escapes are the
-	// bytes between their quotes, so they can be compared as they are,
-	// without decoding a token at a time (7 µs and 124 allocations for a
-	// typical payload). A name with a backslash takes the slow path, which
-	// unescapes ("\u0073ub" is "sub").
-	names, ok := memberNames(b)
-	if !ok {
-		return uniqueMembersSlow(b, registered)
-	}
-	for i, name := range names {
-		for _, prev := range names[:i] {
-			if string(prev) == string(name) {
-				return fmt.Errorf("member %q is repeated", name)
-			}
-		}
-		for _, r := range registered {
-			if string(name) != r && bytes.EqualFold(name, []byte(r)) {
-				return fmt.Errorf("member %q is not %q", name, r)
-			}
-		}
-	}
-	return nil
-}
-
-// memberNames returns the member names of the JSON object b as they are
-// written, or false when b is not a well-formed-looking object or a name
-// holds a backslash or invalid UTF-8 (the caller then decodes properly). Values are skipped
-// by tracking strings and nesting; json.Unmarshal validates b afterwards.
-func memberNames(b []byte) ([][]byte, bool) {
-	var names [][]byte
-	depth, expectName := 0, false
-	for i := 0; i < len(b); i++ {
-		switch c := b[i]; c {
-		case '"':
-			start := i + 1
-			escaped := false
-			for i++; i < len(b) && b[i] != '"'; i++ {
-				if b[i] == '\\' {
-					escaped = true
-					i++
-				}
-			}
-			if i >= len(b) {
-				return nil, false
-			}
-			if depth == 1 && expectName {
-				// Escapes and invalid UTF-8 (which decodes to U+FFFD, so
-				// different bytes can name the same member) take the slow path.
-				if escaped || !utf8.Valid(b[start:i]) {
-					return nil, false
-				}
-				names = append(names, b[start:i])
-				expectName = false
-			}
-		case '{', '[':
-			depth++
-			expectName = depth == 1 && c == '{'
-		case '}', ']':
-			depth--
-		case ',':
-			expectName = depth == 1
-		}
-	}
-	return names, depth == 0
-}
-
-// uniqueMembersSlow is uniqueMembers with a full JSON tokenizer.
-func uniqueMembersSlow(b []byte, registered []string) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil // not an object: json.Unmarshal reports it
-	}
-	seen := map[string]bool{}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		name, ok := t.(string)
-		if !ok {
-			return errors.New("malformed object")
-		}
-		if seen[name] {
-			return fmt.Errorf("member %q is repeated", name)
-		}
-		seen[name] = true
-		for _, r := range registered {
-			if name != r && strings.EqualFold(name, r) {
-				return fmt.Errorf("member %q is not %q", name, r)
-			}
-		}
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 // maxNumericDate is 9999-12-31T23:59:59Z; later dates (and negative ones)
 // are refused rather than converted, since float64 to int64 conversion of
