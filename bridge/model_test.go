@@ -105,7 +105,7 @@ func modelRules(i int) mapping.Rules {
 // faultPlan injects at most one fault into the bridge's Directus requests.
 type faultPlan struct {
 	mu    sync.Mutex
-	kind  string // "", "refuse", "lose"
+	kind  string // "", "refuse" (before Directus sees it), "lose" (applied, 502), "drop" (applied, no answer)
 	at    int    // the index of the request it hits
 	seen  int
 	admin string // requests with this token are the administrator's: never faulted
@@ -128,8 +128,11 @@ func (f *faultPlan) fault(r *http.Request) directustest.Fault {
 	if n != f.at {
 		return directustest.Fault{}
 	}
-	if f.kind == "lose" {
+	switch f.kind {
+	case "lose":
 		return directustest.Fault{LoseAnswer: true, Status: 502}
+	case "drop":
+		return directustest.Fault{Drop: true}
 	}
 	return directustest.Fault{Status: 503}
 }
@@ -372,7 +375,7 @@ func (m *model) refusable(snap map[string]directustest.UserState, uid string, cf
 }
 
 func (m *model) drawFault(rt *rapid.T) (string, int) {
-	kind := rapid.SampledFrom([]string{"", "", "refuse", "lose"}).Draw(rt, "fault")
+	kind := rapid.SampledFrom([]string{"", "", "refuse", "lose", "drop"}).Draw(rt, "fault")
 	at := rapid.IntRange(0, 2).Draw(rt, "fault_at")
 	m.faults.arm(kind, at)
 	return kind, at

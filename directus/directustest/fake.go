@@ -137,6 +137,10 @@ type Fault struct {
 	// once instead, Delay ignored (Directus applied the write, the caller
 	// saw a 502).
 	LoseAnswer bool
+	// Drop serves the request, then closes the connection without an
+	// answer: what a caller sees when Directus applied a write and the
+	// connection died, or its own deadline passed.
+	Drop bool
 }
 
 // SetFault applies f to every request (ping excluded); nil clears it.
@@ -206,6 +210,16 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		f = s.fault(r)
 	}
 	s.mu.Unlock()
+	if f.Drop {
+		s.serveLocked(httptest.NewRecorder(), r, route)
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+				return
+			}
+		}
+		panic(http.ErrAbortHandler) // closes the connection without an answer
+	}
 	if f.LoseAnswer {
 		rec := httptest.NewRecorder()
 		s.serveLocked(rec, r, route)
