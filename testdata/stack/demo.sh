@@ -61,7 +61,9 @@ export DIRECTUS_BRIDGE_DIRECTUS_TOKEN="$ADMIN"
 step "4. Start the bridge"
 "$root/bin/directus-bridge" serve -config "$dir/bridge.yaml" 2>"$dir/bridge.log" &
 bridge_pid=$!
-for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
+# /healthz answers at once; /readyz once the rules are in force and Directus
+# and the IdP answer.
+for _ in $(seq 150); do curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
 curl -sS "http://127.0.0.1:$PORT/readyz"; echo
 
 step "5. A service gets a client-credentials token from its IdP"
