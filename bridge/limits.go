@@ -211,10 +211,17 @@ func (l *limiter) allow(key string) (bool, time.Duration) {
 func (l *limiter) track(key string, now time.Time) *tokenBucket {
 	for range sweepPerInsert {
 		old := l.lru.prev
-		if old == &l.lru || !old.full(now, l.limit) {
+		if old == &l.lru {
 			break
 		}
 		l.unlink(old)
+		if !old.full(now, l.limit) {
+			// Still in debt: look at it again later, and go on with the
+			// next one, so that one indebted bucket cannot shield every
+			// refilled one behind it.
+			l.pushFront(old)
+			continue
+		}
 		delete(l.buckets, old.key)
 	}
 	if len(l.buckets) >= l.max {

@@ -223,19 +223,40 @@ func (e *Exchanger) CheckAdminAccess(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin access check: %w", err)
 	}
-	fresh, _, err := NewMapper(m.Rules, roles, policies)
-	var adminErr *AdminAccessError
-	blocked := map[int]string{}
-	switch {
-	case errors.As(err, &adminErr):
-		blocked = adminErr.Rules
-	case err != nil:
-		// A role or policy of a rule disappeared: its rule already fails
-		// at the next write (Directus refuses the id); not this check's.
-		e.log.Warn("admin access check: the rules no longer resolve in Directus", "err", err)
-		return nil, nil
+	// The grants in force, as the ids the rules resolved to when they
+	// loaded, checked against Directus as it is now: a name that became
+	// ambiguous or a policy that disappeared does not turn the check off.
+	roleByID := map[string]directus.Role{}
+	for _, r := range roles {
+		roleByID[r.ID] = r
 	}
-	_ = fresh
+	polByID := map[string]directus.Policy{}
+	for _, p := range policies {
+		polByID[p.ID] = p
+	}
+	blocked := map[int]string{}
+	for i, r := range m.Rules {
+		if r.Deny || r.AllowAdmin {
+			continue
+		}
+		g := m.Resolve(mapping.Decision{Role: r.Role, Policies: r.Policies})
+		name := fmt.Sprintf("rule %d", i+1)
+		if r.Name != "" {
+			name += " (" + r.Name + ")"
+		}
+		if role, ok := roleByID[g.Role]; ok {
+			if admin, _ := roleAccess(role, roleByID, polByID); admin {
+				blocked[i] = fmt.Sprintf("%s: role %q has admin access: refused without allow_admin: true", name, r.Role)
+				continue
+			}
+		}
+		for _, pid := range g.Policies {
+			if polByID[pid].AdminAccess {
+				blocked[i] = fmt.Sprintf("%s: policy %q has admin access: refused without allow_admin: true", name, m.PolicyName(pid))
+				break
+			}
+		}
+	}
 	old := map[int]string{}
 	if b := m.blocked.Load(); b != nil {
 		old = *b

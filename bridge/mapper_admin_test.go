@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/directus-bridge/directus-bridge/directus"
 	"github.com/directus-bridge/directus-bridge/mapping"
 )
 
@@ -75,5 +76,28 @@ func TestAdminAccessGainedLaterIsWithheld(t *testing.T) {
 	}
 	if r := h.exchange(h.auth0Token("writer", "items:write")); r.Status != 200 || !h.tokenWorks(r.str("access_token")) {
 		t.Errorf("writer after the fix: %d %v", r.Status, r.Body)
+	}
+}
+
+// The re-check must not be turned off by an unrelated change in Directus (a
+// second role with the name a rule uses): the rule whose policy became admin
+// is still withheld.
+func TestAdminRecheckSurvivesAnAmbiguousName(t *testing.T) {
+	h := newHarness(t, "12.4.0")
+	if r := h.exchange(h.auth0Token("writer", "items:write")); r.Status != 200 {
+		t.Fatalf("writer: %d %v", r.Status, r.Body)
+	}
+	if _, err := h.admin.CreateRole(context.Background(), directus.Role{Name: "Reader"}); err != nil {
+		t.Fatal(err)
+	}
+	h.setAdminAccess(h.extra.ID, true)
+	if rep := h.reconcile(ReconcileConfig{}, false); len(rep.BlockedRules) != 1 {
+		t.Errorf("blocked rules %v, want the writers rule", rep.BlockedRules)
+	}
+	if r := h.exchange(h.auth0Token("writer2", "items:write")); r.Status == 200 {
+		t.Errorf("a new writer still gets a grant with admin access")
+	}
+	if r := h.exchange(h.auth0Token("reader", "items:read")); r.Status != 200 {
+		t.Errorf("the readers rule (ids in force) stopped working: %d %v", r.Status, r.Body)
 	}
 }

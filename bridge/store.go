@@ -177,6 +177,7 @@ func (r *Record) migrate() {
 // batched and written by Flush, since losing one only makes a client look
 // idle a little earlier.
 type Store struct {
+	wmu   sync.Mutex // one writer at a time: Put, Flush, Delete
 	mu    sync.RWMutex
 	recs  map[string]*Record
 	dirty map[string]bool
@@ -379,6 +380,13 @@ func (s *Store) Put(r Record) error {
 
 // PutAll stores records durably in one transaction.
 func (s *Store) PutAll(rs []Record) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.putAll(rs)
+}
+
+// putAll is PutAll with s.wmu held.
+func (s *Store) putAll(rs []Record) error {
 	if s.db != nil {
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucket)
@@ -414,6 +422,8 @@ func (s *Store) PutAll(rs []Record) error {
 // Delete forgets the record of userID (a write that Directus definitely
 // refused for a user the bridge did not know).
 func (s *Store) Delete(userID string) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	if s.db != nil {
 		err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Delete([]byte(userID)) })
 		if err != nil {
@@ -520,6 +530,10 @@ func (s *Store) Touch(userID string, at time.Time) {
 
 // Flush writes the records changed by Touch.
 func (s *Store) Flush() error {
+	// Writers are held off while the records are copied and written: a
+	// copy written after a newer Put would undo it.
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	s.mu.RLock()
 	var rs []Record
 	for id := range s.dirty {
@@ -531,7 +545,7 @@ func (s *Store) Flush() error {
 	if len(rs) == 0 {
 		return nil
 	}
-	return s.PutAll(rs)
+	return s.putAll(rs)
 }
 
 // All returns a copy of every record.

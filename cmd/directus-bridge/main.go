@@ -194,6 +194,13 @@ func serve(args []string, stderr io.Writer) int {
 // runServer runs until ctx ends, then shuts down gracefully: in-flight
 // exchanges finish, new connections are refused, the state store is closed.
 func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) error {
+	// A SIGHUP while the bridge still waits for Directus must reload, not
+	// end the process (its default action); an edit of the file meanwhile
+	// is applied once the rules are in force.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	loadedAt := modTime(path)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ex, store, err := newExchanger(ctx, cfg, log, reg, false)
@@ -213,7 +220,7 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 	var cronMu sync.Mutex
 	var stopCron func()
 	go func() {
-		ex.WarmEach(ctx, log)
+		go ex.WarmEach(ctx, log) // in parallel: an IdP that hangs holds up no rules
 		go ex.RunRevoker(ctx)
 		if err := loadRules(ctx, ex, dc, cfg, log, 0); err != nil {
 			if ctx.Err() == nil {
@@ -237,7 +244,7 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 		cronMu.Lock()
 		stopCron = sched.stop
 		cronMu.Unlock()
-		go watchConfig(ctx, path, &reloader{ex: ex, dc: dc, sched: sched, log: log, cur: cfg}, log)
+		go watchConfig(ctx, path, hup, loadedAt, &reloader{ex: ex, dc: dc, sched: sched, log: log, cur: cfg}, log)
 	}()
 	defer func() {
 		cronMu.Lock()
@@ -328,18 +335,9 @@ func loadRules(ctx context.Context, ex *bridge.Exchanger, dc bridge.Directus, cf
 
 // watchConfig reloads the configuration on SIGHUP and when the file
 // changes (checked every 2s). An invalid file is logged and nothing changes.
-func watchConfig(ctx context.Context, path string, r *reloader, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	modTime := func() time.Time {
-		st, err := os.Stat(path)
-		if err != nil {
-			return time.Time{}
-		}
-		return st.ModTime()
-	}
-	last := modTime()
+// The file's modification time when the configuration in force was read is
+// last; hup delivers SIGHUP.
+func watchConfig(ctx context.Context, path string, hup <-chan os.Signal, last time.Time, r *reloader, log *slog.Logger) {
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	for {
@@ -348,11 +346,11 @@ func watchConfig(ctx context.Context, path string, r *reloader, log *slog.Logger
 			return
 		case <-hup:
 		case <-tick.C:
-			if m := modTime(); m.Equal(last) {
+			if m := modTime(path); m.Equal(last) {
 				continue
 			}
 		}
-		last = modTime()
+		last = modTime(path)
 		cfg, err := loadValid(path)
 		if err != nil {
 			log.Error("reload refused: the configuration in force stays", "err", err)
@@ -360,6 +358,15 @@ func watchConfig(ctx context.Context, path string, r *reloader, log *slog.Logger
 		}
 		r.apply(ctx, cfg)
 	}
+}
+
+// modTime is the file's modification time, zero when it cannot be read.
+func modTime(path string) time.Time {
+	st, err := os.Stat(path)
+	if err != nil {
+		return time.Time{}
+	}
+	return st.ModTime()
 }
 
 // healthcheck GETs a URL and exits 0 on 200: a health probe for images
