@@ -74,7 +74,18 @@ install_pkg() {
 		[[ -x "$n22/bin/node" ]] || die "$pkg: Node 22 is not installed ($n22)"
 		nodeenv=(PATH="$n22/bin:$PATH" npm_config_nodedir="$n22" JOBS="${JOBS:-$(nproc)}")
 	fi
-	if ! (cd "$dest" && env "${nodeenv[@]}" npm ci --no-audit --no-fund --loglevel=warn >"$dest/.npm-ci.log" 2>&1); then
+	# npm prints nothing for minutes while native modules compile: say so
+	# every 30 s, with where its log is.
+	(cd "$dest" && env "${nodeenv[@]}" npm ci --no-audit --no-fund --loglevel=warn >"$dest/.npm-ci.log" 2>&1) &
+	local npm_pid=$! waited=0
+	while kill -0 "$npm_pid" 2>/dev/null; do
+		sleep 1
+		waited=$((waited + 1))
+		if ((waited % 30 == 0)); then
+			log "$pkg: still installing, ${waited}s so far (npm log: $dest/.npm-ci.log)"
+		fi
+	done
+	if ! wait "$npm_pid"; then
 		tail -n 40 "$dest/.npm-ci.log" >&2 || true
 		die "$pkg: npm ci failed (full log: $dest/.npm-ci.log)"
 	fi
