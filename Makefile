@@ -28,7 +28,7 @@ lint:
 ##       machine.
 FUZZTIME ?= 50000x
 fuzz:
-	@for t in FuzzVerify FuzzParseRequest FuzzClaims FuzzUniqueMembers; do \
+	@for t in FuzzVerify FuzzParseRequest FuzzParseForm FuzzClaims FuzzUniqueMembers; do \
 		$(GO) test ./bridge -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) || exit 1; done
 	@for t in FuzzRules FuzzGlob; do \
 		$(GO) test ./mapping -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) || exit 1; done

@@ -439,10 +439,12 @@ func (e *Exchanger) Exchange(ctx context.Context, req Request) (*Result, error) 
 }
 
 func (e *Exchanger) exchangeVerified(ctx context.Context, id *Identity, req Request) (*Result, error) {
-	if ok, wait := e.perClient.allow(id.Issuer.Name + "\x00" + id.Client); !ok {
-		e.metrics.limited("client")
-		return nil, &Error{Code: "temporarily_unavailable", Description: "rate limit exceeded for this client",
-			Status: 429, RetryAfter: wait}
+	if lim := e.perClient.get(); lim != nil { // the key is built only when a limit is in force
+		if ok, wait := lim.allow(id.Issuer.Name + "\x00" + id.Client); !ok {
+			e.metrics.limited("client")
+			return nil, &Error{Code: "temporarily_unavailable", Description: "rate limit exceeded for this client",
+				Status: 429, RetryAfter: wait}
+		}
 	}
 	if !e.now().Before(id.Expiry) {
 		// Inside the issuer's leeway: valid, but anything issued for it
@@ -470,11 +472,27 @@ func (e *Exchanger) exchangeVerified(ctx context.Context, id *Identity, req Requ
 		}
 	}
 	m := e.mapper.Load()
+	// The mapping depends on the identity alone (scopes are its own: a
+	// narrower request was refused above) and on the rules in force: an
+	// identity presented again under the same rules and blocked set is
+	// mapped once (see Identity.decided).
+	blocked := m.blocked.Load()
+	debug := e.log.Enabled(ctx, slog.LevelDebug)
+	if d := id.decided.Load(); d != nil && d.m == m && d.blocked == blocked && !debug {
+		res := &Result{
+			UserID: d.userID, Issuer: id.Issuer.Name, Client: id.Client,
+			Scopes: scopes, Role: d.grant.Role, Policies: d.grant.Policies, Rule: d.rule, SubjectFP: id.Fingerprint,
+		}
+		if err := e.upsert(ctx, id, res, m); err != nil {
+			return nil, err
+		}
+		return res, nil
+	}
 	// Reasons (why each earlier rule did not match) cost a formatted string
 	// per rule: build them only when the debug line will be written.
 	in := mapping.Input{Issuer: id.Issuer.Name, Audiences: id.Audiences, Client: id.Client, Scopes: scopes, Claims: id.Claims}
 	var dec mapping.Decision
-	if e.log.Enabled(ctx, slog.LevelDebug) {
+	if debug {
 		dec = m.Evaluate(in)
 		e.log.DebugContext(ctx, "mapping", "issuer", id.Issuer.Name, "client", id.Client, "rule", dec.Rule,
 			"deny", dec.Deny, "counted", dec.Counted, "reasons", dec.Reasons)
@@ -496,10 +514,22 @@ func (e *Exchanger) exchangeVerified(ctx context.Context, id *Identity, req Requ
 		UserID: UserID(e.namespace, id.Issuer, id.Client), Issuer: id.Issuer.Name, Client: id.Client,
 		Scopes: scopes, Role: grant.Role, Policies: grant.Policies, Rule: dec.Rule, SubjectFP: id.Fingerprint,
 	}
+	id.decided.Store(&decided{m: m, blocked: blocked, grant: grant, rule: dec.Rule, userID: res.UserID})
 	if err := e.upsert(ctx, id, res, m); err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// decided is the mapping of one identity under one Mapper and its blocked
+// set: what exchangeVerified computes for a granted exchange. Its slices
+// are shared by every Result made from it and never modified.
+type decided struct {
+	m       *Mapper
+	blocked *map[int]string
+	grant   Grant
+	rule    string
+	userID  string
 }
 
 // ruleClaims keeps the claims that some rule looks at, so that the

@@ -3,6 +3,8 @@ package bridge
 import (
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +26,26 @@ type Metrics struct {
 	reconcileRuns    *prometheus.CounterVec
 	reconcileActions *prometheus.CounterVec
 	rateLimited      *prometheus.CounterVec
+
+	// exchangeChildren caches the children of exchanges and
+	// exchangeSeconds by their label values (exchangeLabels ->
+	// *exchangeChild), so that an exchange does not pay for hashing and
+	// validating its labels twice: with one of these per request, the
+	// returning client's metrics cost a map read. The label values are
+	// bounded (see above), and so is the cache.
+	exchangeChildren sync.Map
+	// lastExchange is the child used last: a run of exchanges with the
+	// same labels (returning clients of one issuer) compares three strings
+	// instead of hashing them.
+	lastExchange atomic.Pointer[exchangeChild]
+}
+
+type exchangeLabels struct{ issuer, outcome, code string }
+
+type exchangeChild struct {
+	labels  exchangeLabels
+	count   prometheus.Counter
+	seconds prometheus.Observer
 }
 
 // NewMetrics creates the metrics and registers them, plus a gauge of live
@@ -112,8 +134,21 @@ func (m *Metrics) exchange(issuer, outcome, code string, d time.Duration) {
 	if issuer == "" {
 		issuer = "unknown"
 	}
-	m.exchanges.WithLabelValues(issuer, outcome, code).Inc()
-	m.exchangeSeconds.WithLabelValues(outcome).Observe(d.Seconds())
+	k := exchangeLabels{issuer, outcome, code}
+	ch := m.lastExchange.Load()
+	if ch == nil || ch.labels != k {
+		c, ok := m.exchangeChildren.Load(k)
+		if !ok {
+			c, _ = m.exchangeChildren.LoadOrStore(k, &exchangeChild{labels: k,
+				count:   m.exchanges.WithLabelValues(issuer, outcome, code),
+				seconds: m.exchangeSeconds.WithLabelValues(outcome),
+			})
+		}
+		ch = c.(*exchangeChild)
+		m.lastExchange.Store(ch)
+	}
+	ch.count.Inc()
+	ch.seconds.Observe(d.Seconds())
 }
 
 // ObserveDirectus records one Directus round trip; it fits

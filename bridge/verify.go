@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -190,6 +191,10 @@ type Identity struct {
 	Expiry    time.Time
 	// Fingerprint identifies the subject token in logs without revealing it.
 	Fingerprint string
+
+	// decided memoises the mapping of this identity (exchangeVerified): a
+	// cached identity is presented again and again by a returning client.
+	decided atomic.Pointer[decided]
 }
 
 // TokenError is a refused subject token; Reason is safe to show the caller.

@@ -162,6 +162,19 @@ type result struct {
 	directus   int64           // Directus requests made by the bridge
 }
 
+// merge adds o, measured after r, to r; r.lat is left unsorted.
+func (r *result) merge(o result) {
+	r.ok += o.ok
+	r.failed += o.failed
+	if r.firstErr == nil {
+		r.firstErr = o.firstErr
+	}
+	r.elapsed += o.elapsed
+	r.lat = append(r.lat, o.lat...)
+	r.cpu += o.cpu
+	r.directus += o.directus
+}
+
 func (r result) rate() float64 {
 	if r.elapsed <= 0 {
 		return 0

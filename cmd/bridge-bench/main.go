@@ -21,9 +21,23 @@
 // static token. A second table benchmarks the reconciler over -users seeded
 // machine users: nothing to do, expired tokens, role changes.
 //
+// A third table (issue 12, binary.go) runs the real binary: `go build` of
+// cmd/directus-bridge (or -bridge-binary), `serve` in its own process with
+// JSON logs at info to a file and rate limits off, next to a no-op Go server
+// in its own process (this program's noop-server mode: the same http.Server
+// settings, url.ParseQuery of the same form, a JSON answer of the bridge's
+// size), -binary-concurrency clients, one client and -binary-clients
+// distinct ones, the two servers alternating in -binary-slice slices within
+// each of -binary-rounds rounds. It prints each round's throughput ratio,
+// their spread, the CPU per request of each process, what the bridge's log
+// holds at the end (and whether every reuse is in it), and with
+// -binary-cpuprofile a CPU profile of each server (DIRECTUS_BRIDGE_PPROF on
+// loopback for the bridge) from extra rows that are not counted. -inprocess
+// false and -reconcile false leave only this table.
+//
 // Every row is bounded by -duration and -max-requests. The targets of
-// issue 8 are printed as PASS or MISS with the numbers; a miss does not fail
-// the command (only a broken run does).
+// issues 8 and 12 are printed as PASS or MISS with the numbers; a miss does
+// not fail the command (only a broken run does).
 //
 // Usage (make bench brings up a fresh stack and runs exactly this):
 //
@@ -74,9 +88,24 @@ type config struct {
 	rounds      int
 	idleConns   int
 	cpuProfile  string
+
+	inProcess      bool // the in-process exchange rows (issue 8)
+	binaryRows     bool // the real binary vs a no-op server (issue 12)
+	binConcurrency int
+	binClients     int
+	binRounds      int
+	binSlice       time.Duration
+	binProfile     string
+	binLog         string
+	bridgeBinary   string
+	binEnv         string
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "noop-server" {
+		// The reference server of the binary rows, in its own process.
+		os.Exit(noopServer(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -98,11 +127,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"idle keep-alive connections per host of the bridge's Directus transport (default: resty's, as in production)")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (this process) to `file`")
 	fs.IntVar(&cfg.rounds, "verify-rounds", 3, "rounds of the verification micro-benchmarks (the fastest counts)")
+	fs.BoolVar(&cfg.inProcess, "inprocess", true, "run the in-process exchange rows and the verification micro-benchmarks")
+	fs.BoolVar(&cfg.binaryRows, "binary", true, "run the real directus-bridge binary against a no-op server in its own process (issue 12)")
+	fs.IntVar(&cfg.binConcurrency, "binary-concurrency", 16, "concurrent keep-alive clients of the binary rows")
+	fs.IntVar(&cfg.binClients, "binary-clients", 200, "distinct clients of the many-clients binary row (the other row has one)")
+	fs.IntVar(&cfg.binRounds, "binary-rounds", 3, "rounds of the binary rows (the spread of the ratios is printed)")
+	fs.DurationVar(&cfg.binSlice, "binary-slice", time.Second, "each binary row alternates the no-op and the bridge in slices of this length")
+	fs.StringVar(&cfg.binProfile, "binary-cpuprofile", "", "profile the binary (DIRECTUS_BRIDGE_PPROF on loopback) and the no-op in one extra, uncounted row each per client count, to `prefix`-{bridge,noop}-<n>client.pprof")
+	fs.StringVar(&cfg.binLog, "binary-log", "", "keep a copy of the binary's log at `file`")
+	fs.StringVar(&cfg.binEnv, "binary-env", "", "comma-separated KEY=value pairs added to the binary's environment (e.g. GOGC=200)")
+	fs.StringVar(&cfg.bridgeBinary, "bridge-binary", "", "the directus-bridge binary to run (default: go build ./cmd/directus-bridge of this module)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if cfg.concurrency < 1 || cfg.duration <= 0 || cfg.maxRequests < 1 || cfg.rounds < 1 || cfg.changes*3 > cfg.users {
-		fmt.Fprintln(stderr, "bridge-bench: need -concurrency >= 1, -duration > 0, -max-requests >= 1, -verify-rounds >= 1, -users >= 3 * -changes")
+	if cfg.concurrency < 1 || cfg.duration <= 0 || cfg.maxRequests < 1 || cfg.rounds < 1 || cfg.changes*3 > cfg.users ||
+		cfg.binConcurrency < 1 || cfg.binClients < 1 || cfg.binRounds < 1 || cfg.binSlice <= 0 {
+		fmt.Fprintln(stderr, "bridge-bench: need -concurrency >= 1, -duration > 0, -max-requests >= 1, -verify-rounds >= 1, -users >= 3 * -changes, "+
+			"-binary-concurrency >= 1, -binary-clients >= 1, -binary-rounds >= 1, -binary-slice > 0")
 		return 2
 	}
 	st, err := loadStack(cfg.stack)
@@ -163,10 +204,16 @@ func printHeader(w io.Writer, cfg config) {
 	fmt.Fprintf(w, "# directus-bridge load benchmark (%s)\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(w, "machine: %d CPUs (GOMAXPROCS %d), %s/%s, %s, %s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0),
 		runtime.GOOS, runtime.GOARCH, cpuModel(), runtime.Version())
-	fmt.Fprintf(w, "load: %d concurrent keep-alive clients in this process, %s per row, at most %d requests per row; loopback only\n",
-		cfg.concurrency, cfg.duration, cfg.maxRequests)
-	fmt.Fprintf(w, "bridge: in-process, bbolt state, JSON info logs, metrics, rate limits out of reach; %d idle connections to Directus\n",
-		cfg.idleConns)
+	if cfg.inProcess {
+		fmt.Fprintf(w, "load: %d concurrent keep-alive clients in this process, %s per row, at most %d requests per row; loopback only\n",
+			cfg.concurrency, cfg.duration, cfg.maxRequests)
+		fmt.Fprintf(w, "bridge: in-process, bbolt state, JSON info logs, metrics, rate limits out of reach; %d idle connections to Directus\n",
+			cfg.idleConns)
+	}
+	if cfg.binaryRows {
+		fmt.Fprintf(w, "binary rows: %d concurrent keep-alive clients in this process, 1 and %d distinct clients, %s per row, %d rounds, at most %d requests per row; loopback only\n",
+			cfg.binConcurrency, cfg.binClients, cfg.duration, cfg.binRounds, cfg.maxRequests)
+	}
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Fprintf(w, "load average at start: %s\n", strings.Join(strings.Fields(string(b))[:3], " "))
 	}
@@ -306,13 +353,24 @@ func benchDirectus(ctx context.Context, stdout, stderr io.Writer, cfg config, st
 	if err != nil {
 		return nil, err
 	}
-	ex, err := exchangeRows(ctx, stderr, cfg, e, first)
-	if ex != nil {
-		ex.print(stdout, cfg)
+	var verdicts []verdict
+	if cfg.inProcess {
+		ex, err := exchangeRows(ctx, stderr, cfg, e, first)
+		if ex != nil {
+			ex.print(stdout, cfg)
+		}
+		verdicts = append(verdicts, ex.verdicts()...)
+		if err != nil {
+			return verdicts, err
+		}
 	}
-	verdicts := ex.verdicts()
-	if err != nil {
-		return verdicts, err
+	if cfg.binaryRows && first {
+		bin, err := binaryRows(ctx, stderr, cfg, e)
+		bin.print(stdout, cfg)
+		verdicts = append(verdicts, bin.verdicts()...)
+		if err != nil {
+			return verdicts, err
+		}
 	}
 	e.deleteUsers(stderr) // before the reconciler scans every machine user
 	if cfg.reconcile {
@@ -325,7 +383,7 @@ func benchDirectus(ctx context.Context, stdout, stderr io.Writer, cfg config, st
 			return verdicts, err
 		}
 	}
-	fmt.Fprintln(stdout, "\n### Targets (issue 8)")
+	fmt.Fprintln(stdout, "\n### Targets (issues 8 and 12)")
 	for _, v := range verdicts {
 		fmt.Fprintln(stdout, v)
 	}

@@ -258,16 +258,18 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 	for _, p := range cfg.TrustedProxies {
 		proxies = append(proxies, netip.MustParsePrefix(p)) // validated
 	}
+	bs := &bridge.Server{Exchanger: ex, Logger: log, TrustedProxies: proxies,
+		MetricsHandler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Ready: func(context.Context) map[string]error {
+			if !ex.Loaded() {
+				return map[string]error{"rules": errors.New("not in force yet: waiting for Directus")}
+			}
+			return map[string]error{"rules": nil}
+		}}
+	defer bs.Close() // after Shutdown, before the store closes: the open reuse summaries are written
 	srv := &http.Server{
-		Addr: cfg.Listen,
-		Handler: (&bridge.Server{Exchanger: ex, Logger: log, TrustedProxies: proxies,
-			MetricsHandler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-			Ready: func(context.Context) map[string]error {
-				if !ex.Loaded() {
-					return map[string]error{"rules": errors.New("not in force yet: waiting for Directus")}
-				}
-				return map[string]error{"rules": nil}
-			}}).Handler(),
+		Addr:              cfg.Listen,
+		Handler:           bs.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
