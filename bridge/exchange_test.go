@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -49,7 +48,7 @@ type harness struct {
 	st       *testIssuer
 	clock    *clock
 	store    *Store
-	logs     *bytes.Buffer
+	logs     *syncBuffer
 	reader   directus.Role
 	writer   directus.Role
 	extra    directus.Policy
@@ -61,7 +60,7 @@ type harnessOpt func(*harness, *Options)
 
 func newHarness(t *testing.T, version string, opts ...harnessOpt) *harness {
 	t.Helper()
-	h := &harness{t: t, clock: &clock{t: time.Now().Truncate(time.Second)}, logs: &bytes.Buffer{}}
+	h := &harness{t: t, clock: &clock{t: time.Now().Truncate(time.Second)}, logs: &syncBuffer{}}
 	h.fake = directustest.NewServer(t, directustest.Options{Version: version})
 	var err error
 	h.admin, err = directus.New(h.fake.URL, h.fake.AdminToken, directus.Options{Retries: -1})
@@ -86,7 +85,7 @@ func newHarness(t *testing.T, version string, opts ...harnessOpt) *harness {
 		Limits:   LimitsConfig{PerIP: RateLimit{Rate: -1}, PerClient: RateLimit{Rate: -1}},
 		Directus: h.admin,
 		Store:    h.store,
-		Logger:   slog.New(slog.NewJSONHandler(&lockedWriter{w: h.logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:   slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Now:      h.clock.Now,
 	}
 	for _, f := range opts {
@@ -109,17 +108,6 @@ func newHarness(t *testing.T, version string, opts ...harnessOpt) *harness {
 	t.Cleanup(h.srv.Close)
 	h.fake.ResetRequests()
 	return h
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // tokenResponse is a decoded /oauth/token answer.
