@@ -40,6 +40,21 @@ type Config struct {
 	Rules     mapping.Rules          `yaml:"rules"`
 	Reconcile bridge.ReconcileConfig `yaml:"reconcile"`
 	Log       LogConfig              `yaml:"log"`
+	// Admin is the operator's listener (reconcile on a running server);
+	// off unless admin.listen is set.
+	Admin AdminConfig `yaml:"admin"`
+}
+
+// AdminConfig is the operator's listener, apart from the exchange listener
+// so that it is not reachable where clients are.
+type AdminConfig struct {
+	// Listen is its address, e.g. 127.0.0.1:8081 (default: none, no
+	// admin listener).
+	Listen string `yaml:"listen"`
+	// TokenEnv names the environment variable with the bearer token that
+	// callers must present (default DIRECTUS_BRIDGE_ADMIN_TOKEN; at least
+	// 32 characters; required when Listen is set).
+	TokenEnv string `yaml:"token_env"`
 }
 
 // DirectusConfig says where Directus is and how to reach it.
@@ -121,6 +136,9 @@ func (c *Config) setDefaults() {
 	}
 	c.Reconcile.SetDefaults()
 	c.Limits.SetDefaults()
+	if c.Admin.TokenEnv == "" {
+		c.Admin.TokenEnv = "DIRECTUS_BRIDGE_ADMIN_TOKEN"
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -227,6 +245,16 @@ func (c *Config) Validate() error {
 	}
 	if c.Reconcile.PageSize > 10000 {
 		bad("reconcile.page_size: at most 10000")
+	}
+	if c.Admin.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
+			bad("admin.listen: %q is not host:port", c.Admin.Listen)
+		} else if c.Admin.Listen == c.Listen {
+			bad("admin.listen: must differ from listen (%s): the admin endpoints are not for clients", c.Listen)
+		}
+		if n := len(os.Getenv(c.Admin.TokenEnv)); n < 32 {
+			bad("admin.token_env: environment variable %s must hold at least 32 characters (has %d)", c.Admin.TokenEnv, n)
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -67,6 +67,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "serve":
 		return serve(args[1:], stderr)
 	case "config":
+		if len(args) == 2 && isHelp(args[1]) {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
 		if len(args) < 2 || args[1] != "check" {
 			fmt.Fprint(stderr, usage)
 			return 2
@@ -125,8 +129,8 @@ func configCheck(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("config check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := configFlag(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if _, ok := loadOrReport(*path, stderr); !ok {
 		return 1
@@ -140,8 +144,8 @@ func userID(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	ns := fs.String("namespace", uuid.Nil.String(), "UUID namespace (users.namespace)")
 	issuer := fs.String("issuer", "", "issuer URL, for issuers with user_ids: issuer")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintln(stderr, "usage: directus-bridge user-id [-namespace UUID] [-issuer URL] CLIENT_ID")
@@ -174,8 +178,8 @@ func serve(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := configFlag(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	cfg, ok := loadOrReport(*path, stderr)
 	if !ok {
@@ -377,8 +381,8 @@ func healthcheck(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	u := fs.String("url", "http://127.0.0.1:8080/healthz", "URL to probe")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	c := &http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Get(*u)
@@ -392,4 +396,26 @@ func healthcheck(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// isHelp tells whether arg asks for help.
+func isHelp(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--help", "help":
+		return true
+	}
+	return false
+}
+
+// parseFlags parses a subcommand's flags. -h prints its usage and exits 0
+// (asked for); any other flag error exits 2 (a usage error).
+func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return 0, true
+	case errors.Is(err, flag.ErrHelp):
+		return 0, false
+	}
+	return 2, false
 }

@@ -29,6 +29,10 @@ func (c claimFlags) Set(v string) error {
 }
 
 func mappings(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 1 && isHelp(args[0]) {
+		fmt.Fprintln(stdout, "usage: directus-bridge mappings explain|check [flags]; -h after either lists its flags")
+		return 0
+	}
 	if len(args) == 0 || (args[0] != "explain" && args[0] != "check") {
 		fmt.Fprintln(stderr, "usage: directus-bridge mappings explain|check [flags]")
 		return 2
@@ -42,8 +46,8 @@ func mappings(args []string, stdout, stderr io.Writer) int {
 	audience := fs.String("audience", "", "token audience (explain)")
 	claims := claimFlags{}
 	fs.Var(claims, "claim", "other claim as name=value, repeatable (explain)")
-	if err := fs.Parse(args[1:]); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args[1:]); !ok {
+		return code
 	}
 	cfg, ok := loadOrReport(*path, stderr)
 	if !ok {

@@ -25,8 +25,8 @@ func reconcileCmd(args []string, stdout, stderr io.Writer) int {
 	path := configFlag(fs)
 	dry := fs.Bool("dry-run", false, "print the plan, change nothing")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	cfg, ok := loadOrReport(*path, stderr)
 	if !ok {
