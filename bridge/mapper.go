@@ -24,6 +24,8 @@ type Mapper struct {
 	// without allow_admin (rule index -> why): they deny. Set when the
 	// rules load and again by CheckAdminAccess.
 	blocked atomic.Pointer[map[int]string]
+	// offline: built by NewOfflineMapper, names not resolved.
+	offline bool
 }
 
 // AdminAccessError lists rules that would hand out admin access without
@@ -87,8 +89,12 @@ type Grant struct {
 	Policies []string // sorted
 }
 
-// Resolve turns a decision's role and policy names into ids.
+// Resolve turns a decision's role and policy names into ids. An offline
+// Mapper knows no ids: it gives the zero Grant.
 func (m *Mapper) Resolve(d mapping.Decision) Grant {
+	if m.offline {
+		return Grant{}
+	}
 	g := Grant{Role: m.roles[d.Role].ID}
 	for _, p := range d.Policies {
 		g.Policies = append(g.Policies, m.policies[p].ID)
@@ -121,6 +127,24 @@ func LoadMapper(ctx context.Context, d Directus, rules mapping.Rules) (*Mapper, 
 	}
 	return NewMapper(rules, roles, policies)
 }
+
+// NewOfflineMapper is a Mapper over the rules alone, for explaining
+// decisions where Directus cannot or should not be asked (mappings explain
+// -offline). It decides exactly as the Mapper of LoadMapper, reasons
+// included, with one exception it cannot see: a rule whose role or policy
+// has admin access in Directus without allow_admin grants here and denies
+// there. Its names are not resolved (Resolve gives no ids, RoleName and
+// PolicyName nothing): it MUST NOT be put in force in an Exchanger.
+func NewOfflineMapper(rules mapping.Rules) (*Mapper, error) {
+	if err := rules.Validate(); err != nil {
+		return nil, err
+	}
+	return &Mapper{Rules: rules, offline: true}, nil
+}
+
+// Offline reports whether m was built by NewOfflineMapper: its role and
+// policy names were not checked against Directus.
+func (m *Mapper) Offline() bool { return m.offline }
 
 // NewMapper is LoadMapper with the roles and policies already read.
 func NewMapper(rules mapping.Rules, roles []directus.Role, policies []directus.Policy) (*Mapper, []string, error) {
