@@ -334,6 +334,17 @@ func TestServeAdminListenerAndReconcileCLI(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "SERVE_TEST_ADMIN_TOKEN") || !strings.Contains(errOut, "refused the admin token") || out != "" {
 		t.Errorf("wrong token: exit %d\nstdout %s\nstderr %s", code, out, errOut)
 	}
+
+	// The admin listener shuts down with the server.
+	e.cancel()
+	if err := <-e.done; err != nil {
+		t.Errorf("runServer: %v", err)
+	}
+	e.done <- nil // for the cleanup
+	if c, err := net.DialTimeout("tcp", admin, time.Second); err == nil {
+		c.Close()
+		t.Errorf("the admin listener still accepts connections after the server stopped")
+	}
 }
 
 // Nothing listens on admin.listen (the server is stopped): the CLI opens
