@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -44,7 +45,9 @@ commands:
   serve          run the token-exchange server
   config check   validate the configuration file (exit 1 listing every problem)
   user-id ID     print the Directus user id derived for client ID
-  reconcile [-dry-run] [-json]   reconcile machine users now (bridge stopped)
+  reconcile [-dry-run] [-json] [-local]   reconcile machine users now: through
+                 the running server's admin listener when admin.listen is set,
+                 else (or with -local) with the state file (server stopped)
   mappings check     check the rules against the live Directus
   mappings explain   -issuer NAME -client ID -scopes "a b" [-claim k=v]:
                  which rule matches, the role and policies, and why
@@ -219,6 +222,9 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 	ctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
 	dc := ex.Directus()
+	// The scheduled runs and the admin listener's share it: one reconcile
+	// at a time, with the settings a reload last put in force.
+	rec := bridge.NewReconciler(ex, cfg.Reconcile)
 	// Listen at once (liveness answers while Directus and the IdPs are
 	// waited for); exchanges answer 503 until the rules are in force.
 	var cronMu sync.Mutex
@@ -240,7 +246,7 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 			}
 			go ex.RunWatcher(ctx, d)
 		}
-		sched, err := newReconcileSchedule(ctx, ex, cfg.Reconcile, log)
+		sched, err := newReconcileSchedule(ctx, rec, cfg.Reconcile, log)
 		if err != nil {
 			fail(err)
 			return
@@ -280,7 +286,7 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    32 << 10,
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() {
 		if cfg.TLS.CertFile != "" {
 			errc <- srv.ListenAndServeTLS(cfg.TLS.CertFile, cfg.TLS.KeyFile)
@@ -288,23 +294,72 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 		}
 		errc <- srv.ListenAndServe()
 	}()
+	admin, err := adminServer(ctx, cfg, rec, log)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	if admin != nil {
+		go func() { errc <- fmt.Errorf("admin listener: %w", admin.ListenAndServe()) }()
+		log.Info("admin listener serving", "listen", cfg.Admin.Listen)
+	}
 	log.Info("directus-bridge serving", "listen", cfg.Listen, "version", version, "issuers", len(cfg.Issuers), "rules", len(cfg.Rules))
+	closeAll := func() {
+		srv.Close()
+		if admin != nil {
+			admin.Close()
+		}
+	}
 	select {
 	case err := <-errc:
+		closeAll()
 		return err
 	case <-ctx.Done():
 	}
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
-		srv.Close()
+		closeAll()
 		return cause
 	}
 	log.Info("shutting down: finishing in-flight exchanges")
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+	// An admin reconcile in progress ends with ctx (its requests' base
+	// context): it is idempotent, the next run picks up.
+	var errs []error
+	if admin != nil {
+		if err := admin.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, fmt.Errorf("admin listener: %w", err))
+		}
 	}
-	return nil
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// adminServer is the admin listener's server, or nil when admin.listen is
+// not set. Its requests' context is ctx, so that a reconcile asked for on
+// it ends when the server stops; a request is bounded by
+// bridge.AdminRunTimeout (a reconcile of many thousand users takes
+// minutes), the write deadline a minute beyond.
+func adminServer(ctx context.Context, cfg *Config, rec *bridge.Reconciler, log *slog.Logger) (*http.Server, error) {
+	if cfg.Admin.Listen == "" {
+		return nil, nil
+	}
+	h, err := bridge.NewAdminServer(rec, os.Getenv(cfg.Admin.TokenEnv), log)
+	if err != nil {
+		return nil, fmt.Errorf("admin listener: %s: %w", cfg.Admin.TokenEnv, err)
+	}
+	return &http.Server{
+		Addr:              cfg.Admin.Listen,
+		Handler:           h,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      bridge.AdminRunTimeout + time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    8 << 10,
+	}, nil
 }
 
 // loadRules checks the rules against Directus and puts them in force. At

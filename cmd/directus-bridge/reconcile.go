@@ -3,28 +3,38 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
 	"os"
+	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/directus-bridge/directus-bridge/bridge"
 	"github.com/directus-bridge/directus-bridge/directus"
 )
 
-// reconcileCmd runs one reconciliation now. It opens the state file itself,
-// so it refuses to run while `serve` holds it (the server runs its own
-// schedule).
+// reconcileCmd runs one reconciliation now. When admin.listen is set it
+// asks the running server (POST /v1/reconcile on its admin listener), which
+// runs it one at a time with its schedule; when nothing listens there, or
+// with -local, it opens the state file itself, which it cannot while a
+// server holds it.
 func reconcileCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("reconcile", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := configFlag(fs)
 	dry := fs.Bool("dry-run", false, "print the plan, change nothing")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	local := fs.Bool("local", false, "open the state file directly even when admin.listen is set (the server must be stopped)")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
@@ -32,28 +42,118 @@ func reconcileCmd(args []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
-	log := newLogger(cfg.Log, stderr)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	finish := func(rep *bridge.Report, err error) int {
+		if rep != nil {
+			if *asJSON {
+				enc := json.NewEncoder(stdout)
+				enc.SetIndent("", "  ")
+				_ = enc.Encode(rep)
+			} else {
+				printReport(stdout, rep)
+			}
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		return 0
+	}
+	// The server bounds its run at bridge.AdminRunTimeout; its answer is
+	// awaited a little longer.
+	ctx, cancel := context.WithTimeout(context.Background(), bridge.AdminRunTimeout+time.Minute)
 	defer cancel()
+	fellBack := false
+	if cfg.Admin.Listen != "" && !*local {
+		rep, err := remoteReconcile(ctx, cfg.Admin, *dry)
+		if !errors.Is(err, errNotListening) {
+			return finish(rep, err)
+		}
+		fmt.Fprintf(stderr, "reconcile: no server answers on admin.listen (%s): opening the state file directly\n", cfg.Admin.Listen)
+		fellBack = true
+	}
+	log := newLogger(cfg.Log, stderr)
 	ex, store, err := newExchanger(ctx, cfg, log, nil, true)
 	if err != nil {
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			err = lockedError(cfg, fellBack)
+		}
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
 	defer store.Close()
-	rep, err := ex.Reconcile(ctx, cfg.Reconcile, *dry)
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(rep)
-	} else {
-		printReport(stdout, rep)
+	return finish(ex.Reconcile(ctx, cfg.Reconcile, *dry))
+}
+
+// lockedError explains a state file held by another process: a running
+// server, which is where the reconcile should go.
+func lockedError(cfg *Config, fellBack bool) error {
+	switch {
+	case cfg.Admin.Listen == "":
+		return fmt.Errorf("reconcile: the state file %s is locked: the server is running; set admin.listen to reconcile through it", cfg.State.Path)
+	case fellBack:
+		return fmt.Errorf("reconcile: the state file %s is locked: a server is running without an admin listener on %s (admin.listen needs a restart of the server)", cfg.State.Path, cfg.Admin.Listen)
+	default:
+		return fmt.Errorf("reconcile: the state file %s is locked: the server is running; reconcile through its admin listener (without -local)", cfg.State.Path)
+	}
+}
+
+// errNotListening says that nothing accepts connections on admin.listen.
+var errNotListening = errors.New("nothing listens on admin.listen")
+
+// adminURL is the URL of path on the admin listener: an unspecified host
+// (empty, 0.0.0.0, ::) is reached on 127.0.0.1.
+func adminURL(listen, path string) (string, error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", fmt.Errorf("admin.listen: %w", err)
+	}
+	if ip, err := netip.ParseAddr(host); host == "" || err == nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + path, nil
+}
+
+// remoteReconcile asks the server listening on admin.listen to reconcile.
+// The report is returned whenever the server ran one, failed runs
+// included; errNotListening when the connection is refused.
+func remoteReconcile(ctx context.Context, ac AdminConfig, dry bool) (*bridge.Report, error) {
+	u, err := adminURL(ac.Listen, "/v1/reconcile?dry_run="+strconv.FormatBool(dry))
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+os.Getenv(ac.TokenEnv))
+	resp, err := http.DefaultClient.Do(req)
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return nil, errNotListening
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
+		return nil, fmt.Errorf("reconcile: asking the server on admin.listen (%s): %w", ac.Listen, err)
 	}
-	return 0
+	defer resp.Body.Close()
+	var body struct {
+		bridge.Report
+		Description string `json:"error_description"`
+	}
+	decodeErr := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&body)
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized:
+		return nil, fmt.Errorf("reconcile: the server on admin.listen (%s) refused the admin token: set %s to the token the server was started with", ac.Listen, ac.TokenEnv)
+	case decodeErr != nil:
+		return nil, fmt.Errorf("reconcile: the server on admin.listen (%s) answered %s, not a report", ac.Listen, resp.Status)
+	case body.Description != "":
+		return nil, fmt.Errorf("reconcile: the server on admin.listen (%s) answered %s: %s", ac.Listen, resp.Status, body.Description)
+	case resp.StatusCode != http.StatusOK:
+		msg := body.Error
+		if msg == "" {
+			msg = "the reconcile failed"
+		}
+		return &body.Report, fmt.Errorf("reconcile: the server on admin.listen (%s) answered %s: %s", ac.Listen, resp.Status, msg)
+	}
+	return &body.Report, nil
 }
 
 func printReport(w io.Writer, rep *bridge.Report) {

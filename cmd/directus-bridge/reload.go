@@ -16,10 +16,10 @@ import (
 
 // restartOnly are the settings a running server cannot change: the
 // listener, its TLS files and trusted proxies, the state file and its key,
-// the Directus connection, how machine users are named, logging, and the
-// watcher's interval. A reload names them when they changed and leaves them
-// as they were.
-var restartOnly = []string{"listen", "tls", "trusted_proxies", "state", "directus", "users", "log", "reconcile.watch_interval"}
+// the Directus connection, how machine users are named, logging, the
+// watcher's interval, and the admin listener and its token. A reload names
+// them when they changed and leaves them as they were.
+var restartOnly = []string{"listen", "tls", "trusted_proxies", "state", "directus", "users", "log", "reconcile.watch_interval", "admin"}
 
 // changedKeys lists the YAML paths (top level, and one level into structs)
 // whose values differ between a and b.
@@ -89,6 +89,7 @@ func (r *reloader) apply(ctx context.Context, next *Config) bool {
 	inForce := *next
 	inForce.Listen, inForce.TLS, inForce.TrustedProxies = old.Listen, old.TLS, old.TrustedProxies
 	inForce.State, inForce.Directus, inForce.Users, inForce.Log = old.State, old.Directus, old.Users, old.Log
+	inForce.Admin = old.Admin
 	inForce.Reconcile.WatchInterval = old.Reconcile.WatchInterval
 
 	if !reflect.DeepEqual(old.Issuers, next.Issuers) {
@@ -145,11 +146,13 @@ func (r *reloader) apply(ctx context.Context, next *Config) bool {
 }
 
 // reconcileSchedule runs the reconciler on the schedule in force: runs never
-// overlap, a panic is recovered and logged, and a reload may change the
-// schedule and the settings.
+// overlap (nor with those asked for on the admin listener: a scheduled run
+// due while one is in progress is skipped), a panic is recovered and
+// logged, and a reload may change the schedule and the settings, which it
+// puts in force in rec.
 type reconcileSchedule struct {
 	ctx  context.Context
-	ex   *bridge.Exchanger
+	rec  *bridge.Reconciler
 	log  *slog.Logger
 	cron *cron.Cron
 	mu   sync.Mutex
@@ -158,9 +161,9 @@ type reconcileSchedule struct {
 	on   bool
 }
 
-func newReconcileSchedule(ctx context.Context, ex *bridge.Exchanger, rc bridge.ReconcileConfig, log *slog.Logger) (*reconcileSchedule, error) {
+func newReconcileSchedule(ctx context.Context, rec *bridge.Reconciler, rc bridge.ReconcileConfig, log *slog.Logger) (*reconcileSchedule, error) {
 	cl := cronLogger{log}
-	s := &reconcileSchedule{ctx: ctx, ex: ex, log: log,
+	s := &reconcileSchedule{ctx: ctx, rec: rec, log: log,
 		cron: cron.New(cron.WithChain(cron.Recover(cl), cron.SkipIfStillRunning(cl)), cron.WithLogger(cl))}
 	if err := s.update(rc); err != nil {
 		return nil, err
@@ -169,12 +172,15 @@ func newReconcileSchedule(ctx context.Context, ex *bridge.Exchanger, rc bridge.R
 	return s, nil
 }
 
-// update puts rc in force; a changed schedule replaces the cron entry.
+// update puts rc in force, for the scheduled runs and the admin listener's;
+// a changed schedule replaces the cron entry. When it fails (a bad
+// schedule) the settings in force stay.
 func (s *reconcileSchedule) update(rc bridge.ReconcileConfig) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.on && rc.Schedule == s.rc.Schedule {
 		s.rc = rc
+		s.rec.SetConfig(rc)
 		return nil
 	}
 	var id cron.EntryID
@@ -188,14 +194,16 @@ func (s *reconcileSchedule) update(rc bridge.ReconcileConfig) error {
 		s.cron.Remove(s.id)
 	}
 	s.rc, s.id, s.on = rc, id, true
+	s.rec.SetConfig(rc)
 	return nil
 }
 
 func (s *reconcileSchedule) run() {
-	s.mu.Lock()
-	rc := s.rc
-	s.mu.Unlock()
-	rep, err := s.ex.Reconcile(s.ctx, rc, false)
+	rep, ran, err := s.rec.TryRun(s.ctx, false)
+	if !ran {
+		s.log.Info("scheduled reconcile skipped: another run is in progress", "event", "reconcile_run")
+		return
+	}
 	if err != nil {
 		s.log.Warn("reconcile failed; the next run picks up", "err", err)
 		return

@@ -21,7 +21,9 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/google/uuid"
 
+	"github.com/directus-bridge/directus-bridge/bridge"
 	"github.com/directus-bridge/directus-bridge/directus"
 	"github.com/directus-bridge/directus-bridge/directus/directustest"
 )
@@ -37,6 +39,7 @@ type serveEnv struct {
 	hang   string // issuer URL whose discovery never answers
 	cancel context.CancelFunc
 	done   chan error
+	extra  string // appended to the configuration
 }
 
 func newServeEnv(t *testing.T) *serveEnv {
@@ -95,7 +98,7 @@ issuers:
     audiences: [api]%s
 rules:
   - {name: readers, any_scopes: [read], role: Reader}
-`, addr, e.fake.URL, filepath.Join(dir, "state.db"), filepath.Join(dir, "state.key"), e.good, hang)
+`, addr, e.fake.URL, filepath.Join(dir, "state.db"), filepath.Join(dir, "state.key"), e.good, hang) + e.extra
 	if err := os.WriteFile(e.cfg, []byte(y), 0o600); err != nil {
 		e.t.Fatal(err)
 	}
@@ -212,5 +215,184 @@ func TestServeSurvivesSIGHUPDuringStartUp(t *testing.T) {
 	case err := <-exited:
 		t.Errorf("serve died of SIGHUP while waiting for Directus: %v", err)
 	case <-time.After(2 * time.Second):
+	}
+}
+
+const serveAdminToken = "serve-test-admin-token-0123456789abcdef"
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// withAdmin rewrites the configuration with an admin listener on a free
+// port (and without the hanging issuer); it returns the admin address.
+func (e *serveEnv) withAdmin() string {
+	e.t.Helper()
+	admin := freeAddr(e.t)
+	e.t.Setenv("SERVE_TEST_ADMIN_TOKEN", serveAdminToken)
+	e.extra = fmt.Sprintf("admin: {listen: %q, token_env: SERVE_TEST_ADMIN_TOKEN}\n", admin)
+	e.write(strings.TrimPrefix(e.base, "http://"), filepath.Dir(e.cfg), false)
+	return admin
+}
+
+// orphan creates a machine user (its id derived from client) holding a
+// token the bridge never issued: a reconcile revokes it.
+func (e *serveEnv) orphan(client string) string {
+	e.t.Helper()
+	dc, err := directus.New(e.fake.URL, e.fake.AdminToken, directus.Options{Retries: -1})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	id := uuid.NewSHA1(uuid.Nil, []byte(client)).String()
+	if _, err := dc.CreateUser(context.Background(), directus.NewUser{ID: id, ExternalIdentifier: client, Token: "orphan-token-" + client}); err != nil {
+		e.t.Fatal(err)
+	}
+	return id
+}
+
+func (e *serveEnv) hasToken(id string) bool {
+	e.t.Helper()
+	dc, _ := directus.New(e.fake.URL, e.fake.AdminToken, directus.Options{Retries: -1})
+	u, err := dc.User(context.Background(), id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return u.HasToken
+}
+
+func call(t *testing.T, method, url, token string) int {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func reconcileCLI(args ...string) (code int, stdout, stderr string) {
+	var out, errOut strings.Builder
+	code = run(append([]string{"reconcile"}, args...), &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// With admin.listen set, `directus-bridge reconcile` asks the running
+// server; nothing admin is served on the exchange listener.
+func TestServeAdminListenerAndReconcileCLI(t *testing.T) {
+	e := newServeEnv(t)
+	admin := e.withAdmin()
+	id := e.orphan("serve-orphan")
+	e.start()
+	if !e.waitRules(20 * time.Second) {
+		t.Fatal("rules never in force")
+	}
+	for _, m := range []string{http.MethodGet, http.MethodPost} {
+		if got := call(t, m, e.base+"/v1/reconcile", serveAdminToken); got != http.StatusNotFound {
+			t.Errorf("%s /v1/reconcile on the exchange listener: %d, want 404", m, got)
+		}
+	}
+	if got := call(t, http.MethodPost, "http://"+admin+"/v1/reconcile", ""); got != http.StatusUnauthorized {
+		t.Errorf("admin listener without a token: %d, want 401", got)
+	}
+
+	code, out, errOut := reconcileCLI("-config", e.cfg, "-dry-run")
+	if code != 0 || !strings.Contains(out, "would do (dry run)") || !strings.Contains(out, "revoke") || !strings.Contains(out, id) {
+		t.Errorf("dry run through the server: exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+	if strings.Contains(errOut, "state file") {
+		t.Errorf("the CLI did not go through the server: %s", errOut)
+	}
+	if !e.hasToken(id) {
+		t.Errorf("the dry run revoked the token")
+	}
+
+	code, out, errOut = reconcileCLI("-config", e.cfg, "-json")
+	var rep bridge.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 {
+		t.Fatalf("run through the server: exit %d, %v\nstdout %s\nstderr %s", code, err, out, errOut)
+	}
+	if rep.DryRun || rep.Actions[bridge.ActRevoke] != 1 || len(rep.Changes) != 1 || rep.Changes[0].UserID != id {
+		t.Errorf("report %s, want the orphan's token revoked", out)
+	}
+	if e.hasToken(id) {
+		t.Errorf("the run through the server did not revoke the token")
+	}
+
+	// A wrong token: exit 1, naming the variable.
+	t.Setenv("SERVE_TEST_ADMIN_TOKEN", strings.Repeat("w", 40))
+	code, out, errOut = reconcileCLI("-config", e.cfg)
+	if code != 1 || !strings.Contains(errOut, "SERVE_TEST_ADMIN_TOKEN") || !strings.Contains(errOut, "refused the admin token") || out != "" {
+		t.Errorf("wrong token: exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+
+	// The admin listener shuts down with the server.
+	e.cancel()
+	if err := <-e.done; err != nil {
+		t.Errorf("runServer: %v", err)
+	}
+	e.done <- nil // for the cleanup
+	if c, err := net.DialTimeout("tcp", admin, time.Second); err == nil {
+		c.Close()
+		t.Errorf("the admin listener still accepts connections after the server stopped")
+	}
+}
+
+// Nothing listens on admin.listen (the server is stopped): the CLI opens
+// the state file itself, and says so.
+func TestReconcileCLIFallsBackWhenNoServerListens(t *testing.T) {
+	e := newServeEnv(t)
+	e.withAdmin()
+	id := e.orphan("fallback-orphan")
+	code, out, errOut := reconcileCLI("-config", e.cfg)
+	if code != 0 || !strings.Contains(out, "reconcile did") || !strings.Contains(out, id) {
+		t.Errorf("fallback: exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+	if !strings.Contains(errOut, "no server answers on admin.listen") || !strings.Contains(errOut, "opening the state file directly") {
+		t.Errorf("the fallback was not said on stderr: %s", errOut)
+	}
+	if e.hasToken(id) {
+		t.Errorf("the local run did not revoke the token")
+	}
+}
+
+// Without admin.listen the CLI cannot reconcile while the server holds the
+// state file; the error says what to do.
+func TestReconcileCLIWithoutAdminWhileServing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the state file's lock")
+	}
+	e := newServeEnv(t)
+	e.start()
+	if !e.waitRules(20 * time.Second) {
+		t.Fatal("rules never in force")
+	}
+	code, _, errOut := reconcileCLI("-config", e.cfg, "-dry-run")
+	if code != 1 || !strings.Contains(errOut, "the server is running; set admin.listen to reconcile through it") {
+		t.Errorf("exit %d, stderr %s", code, errOut)
+	}
+}
+
+func TestAdminURL(t *testing.T) {
+	for listen, want := range map[string]string{
+		"127.0.0.1:8081": "http://127.0.0.1:8081/v1/reconcile",
+		":8081":          "http://127.0.0.1:8081/v1/reconcile",
+		"0.0.0.0:8081":   "http://127.0.0.1:8081/v1/reconcile",
+		"[::]:8081":      "http://127.0.0.1:8081/v1/reconcile",
+		"[::1]:8081":     "http://[::1]:8081/v1/reconcile",
+		"admin.lan:9":    "http://admin.lan:9/v1/reconcile",
+	} {
+		if got, err := adminURL(listen, "/v1/reconcile"); err != nil || got != want {
+			t.Errorf("adminURL(%q) = %q, %v; want %q", listen, got, err, want)
+		}
 	}
 }
