@@ -142,3 +142,67 @@ func (c *Client) DeleteAccess(ctx context.Context, id string) error {
 	}
 	return nil
 }
+
+// nameFilter selects rows whose name is exactly name.
+func nameFilter(name string) string {
+	b, _ := json.Marshal(map[string]any{"name": map[string]any{"_eq": name}})
+	return string(b)
+}
+
+// PoliciesNamed lists the policies called name (Directus does not keep
+// policy names unique: there may be several, or none).
+func (c *Client) PoliciesNamed(ctx context.Context, name string) ([]Policy, error) {
+	var out []Policy
+	err := c.do(ctx, request{op: "list_policies", method: http.MethodGet, path: "/policies",
+		query: url.Values{"fields": {"id,name,admin_access,app_access"}, "filter": {nameFilter(name)}, "limit": {"-1"}, "sort": {"id"}}, out: &out})
+	if err != nil {
+		return nil, fmt.Errorf("directus: list policies: %w", err)
+	}
+	return out, nil
+}
+
+// RolesNamed lists the roles called name, with their policies (role names
+// are not unique either).
+func (c *Client) RolesNamed(ctx context.Context, name string) ([]Role, error) {
+	var out []role
+	err := c.do(ctx, request{op: "list_roles", method: http.MethodGet, path: "/roles",
+		query: url.Values{"fields": {"id,name,parent,policies.policy"}, "filter": {nameFilter(name)}, "limit": {"-1"}, "sort": {"id"}}, out: &out})
+	if err != nil {
+		return nil, fmt.Errorf("directus: list roles: %w", err)
+	}
+	roles := make([]Role, len(out))
+	for i, r := range out {
+		roles[i] = Role{ID: r.ID, Name: r.Name, Parent: deref(r.Parent)}
+		for _, p := range r.Policies {
+			roles[i].Policies = append(roles[i].Policies, p.Policy)
+		}
+	}
+	return roles, nil
+}
+
+// SetPolicyAccess sets a policy's two access flags (PATCH /policies/:id)
+// and returns the policy as stored; a policy that does not exist is
+// ErrNotFound.
+func (c *Client) SetPolicyAccess(ctx context.Context, id string, f AccessFlags) (Policy, error) {
+	var out Policy
+	err := c.do(ctx, request{op: "update_policy", method: http.MethodPatch, path: "/policies/" + url.PathEscape(id),
+		query: url.Values{"fields": {"id,name,admin_access,app_access"}}, body: f, out: &out})
+	if err != nil {
+		return Policy{}, fmt.Errorf("directus: update policy: %w", err)
+	}
+	return out, nil
+}
+
+// AttachRolePolicy attaches a policy to a role with POST /access and
+// returns the access row's id.
+func (c *Client) AttachRolePolicy(ctx context.Context, role, policy string) (string, error) {
+	var out struct {
+		ID string `json:"id"`
+	}
+	err := c.do(ctx, request{op: "create_access", method: http.MethodPost, path: "/access",
+		query: url.Values{"fields": {"id"}}, body: map[string]string{"role": role, "policy": policy}, out: &out})
+	if err != nil {
+		return "", fmt.Errorf("directus: create access: %w", err)
+	}
+	return out.ID, nil
+}

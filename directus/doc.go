@@ -2,8 +2,10 @@
 // that the bridge needs: users (create with a chosen id, read, update one or
 // many with PATCH /users, list with a filter and paging, delete), roles,
 // policies and the access rows that attach policies to users, the activity
-// log (GET /activity, to notice what administrators changed), and the server
-// endpoints /server/ping and /server/info.
+// log (GET /activity, to notice what administrators changed), the server
+// endpoints /server/ping and /server/info, and what a setup tool needs:
+// login with email and password (POST /auth/login) and the access flags of
+// the caller (GET /policies/me/globals).
 //
 // It knows nothing of identity providers or of the bridge's tokens: it moves
 // typed values to and from Directus 11 and 12 and turns Directus error bodies

@@ -59,6 +59,10 @@ type NewUser struct {
 	Token              string
 	LastAccess         time.Time
 	Policies           []string // policy ids to attach
+	// Email and Password let the user log in (POST /auth/login); machine
+	// users have neither. The password never appears in an error.
+	Email    string
+	Password string
 	// AuthData is written to auth_data when non-nil; it must be valid JSON.
 	AuthData json.RawMessage
 }
@@ -269,6 +273,8 @@ func (c *Client) CreateUser(ctx context.Context, u NewUser) (User, error) {
 	set("first_name", u.FirstName)
 	set("last_name", u.LastName)
 	set("token", u.Token)
+	set("email", u.Email)
+	set("password", u.Password)
 	if !u.LastAccess.IsZero() {
 		body["last_access"] = formatTime(u.LastAccess)
 	}
@@ -284,7 +290,7 @@ func (c *Client) CreateUser(ctx context.Context, u NewUser) (User, error) {
 	}
 	var out user
 	err := c.do(ctx, request{op: "create_user", method: http.MethodPost, path: "/users",
-		query: url.Values{"fields": {userFields}}, body: body, out: &out, secrets: []string{u.Token}})
+		query: url.Values{"fields": {userFields}}, body: body, out: &out, secrets: []string{u.Token, u.Password}})
 	if err != nil {
 		return User{}, fmt.Errorf("directus: create user: %w", err)
 	}

@@ -52,6 +52,7 @@ commands:
   mappings explain   -issuer NAME -client ID -scopes "a b" [-claim k=v]:
                  which rule matches, the role and policies, and why
   healthcheck [-url URL]   exit 0 when the URL answers 200 (container probes)
+  setup -directus URL   create the bridge's own Directus policy, role, user and token (idempotent)
   version        print the version
 
 The configuration file is given with -config or DIRECTUS_BRIDGE_CONFIG.
@@ -85,6 +86,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return mappings(args[1:], stdout, stderr)
 	case "reconcile":
 		return reconcileCmd(args[1:], stdout, stderr)
+	case "setup":
+		return setupCmd(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "directus-bridge", version)
 		return 0

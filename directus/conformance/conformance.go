@@ -62,6 +62,10 @@ func Run(t *testing.T, target Target) {
 		{"PolicyCreateTwice", s.policyCreateTwice},
 		{"ActivityOfUserWrites", s.activityOfUserWrites},
 		{"AccessRowsAndTheirActivity", s.accessRows},
+		{"MyAccess", s.myAccess},
+		{"Login", s.login},
+		{"PoliciesAndRolesByName", s.byName},
+		{"MendRoleAndPolicy", s.mendRoleAndPolicy},
 	} {
 		t.Run(tc.name, tc.fn)
 	}

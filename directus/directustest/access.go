@@ -57,9 +57,20 @@ func (s *Server) commitPolicies(caller *userRow, userID string, add, del []strin
 	}
 }
 
-func (s *Server) listRoles(w http.ResponseWriter) {
+// nameFilterFields are the fields GET /roles and GET /policies can filter on.
+var nameFilterFields = map[string]fieldKind{"id": kindString, "name": kindString}
+
+func (s *Server) listRoles(w http.ResponseWriter, req *http.Request) {
+	match, ferr := compileFilter(req.URL.Query().Get("filter"), nameFilterFields)
+	if ferr != nil {
+		writeError(w, ferr)
+		return
+	}
 	out := []map[string]any{}
 	for _, r := range s.roles {
+		if !match(func(f string) any { return map[string]any{"id": r.ID, "name": r.Name}[f] }) {
+			continue
+		}
 		pol := []map[string]any{}
 		for _, a := range s.sortedAccess() {
 			if a.Role != nil && *a.Role == r.ID {
@@ -68,7 +79,12 @@ func (s *Server) listRoles(w http.ResponseWriter) {
 		}
 		out = append(out, map[string]any{"id": r.ID, "name": r.Name, "parent": r.Parent, "policies": pol})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i]["name"].(string) < out[j]["name"].(string) })
+	sort.Slice(out, func(i, j int) bool {
+		if out[i]["name"] != out[j]["name"] {
+			return out[i]["name"].(string) < out[j]["name"].(string)
+		}
+		return out[i]["id"].(string) < out[j]["id"].(string)
+	})
 	writeData(w, out)
 }
 
@@ -109,12 +125,24 @@ func (s *Server) createRole(w http.ResponseWriter, r *http.Request, caller *user
 	writeData(w, map[string]any{"id": role.ID, "name": role.Name, "parent": role.Parent, "policies": pol})
 }
 
-func (s *Server) listPolicies(w http.ResponseWriter) {
+func (s *Server) listPolicies(w http.ResponseWriter, r *http.Request) {
+	match, ferr := compileFilter(r.URL.Query().Get("filter"), nameFilterFields)
+	if ferr != nil {
+		writeError(w, ferr)
+		return
+	}
 	out := make([]*policyRow, 0, len(s.policies))
 	for _, p := range s.policies {
-		out = append(out, p)
+		if match(func(f string) any { return map[string]any{"id": p.ID, "name": p.Name}[f] }) {
+			out = append(out, p)
+		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Name != out[j].Name {
+			return out[i].Name < out[j].Name
+		}
+		return out[i].ID < out[j].ID
+	})
 	writeData(w, out)
 }
 
@@ -188,12 +216,23 @@ func (s *Server) listAccess(w http.ResponseWriter, r *http.Request) {
 	writeData(w, out)
 }
 
-// createAccess serves POST /access {"user","policy"}: Directus logs a
-// directus_access row only, not a directus_users one.
+// createAccess serves POST /access {"user","policy"} or {"role","policy"}:
+// Directus logs a directus_access row only, not a directus_users one.
 func (s *Server) createAccess(w http.ResponseWriter, r *http.Request, caller *userRow) {
-	var body struct{ User, Policy string }
+	var body struct{ User, Role, Policy string }
 	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
 		writeError(w, invalidPayload("body must be a JSON object"))
+		return
+	}
+	if body.Role != "" && body.User == "" {
+		if s.roles[body.Role] == nil || s.policies[body.Policy] == nil {
+			writeError(w, &apiError{status: http.StatusBadRequest, code: "INVALID_FOREIGN_KEY", msg: "Invalid foreign key."})
+			return
+		}
+		rid := body.Role
+		a := s.newAccess(body.Policy, nil, &rid)
+		s.logActivity(caller, "create", "directus_access", a.ID)
+		writeData(w, map[string]any{"id": a.ID, "user": nil, "role": rid, "policy": a.Policy})
 		return
 	}
 	if s.users[body.User] == nil || s.policies[body.Policy] == nil {

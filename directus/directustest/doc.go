@@ -1,7 +1,8 @@
 // Package directustest provides an in-memory fake Directus for unit tests: an
 // httptest server that speaks the subset of the REST API that package
 // directus uses (users, roles, policies, access rows, the activity log,
-// /server/ping and /server/info, static-token authentication), with request
+// /server/ping and /server/info, static-token authentication, login with
+// email and password, /policies/me/globals), with request
 // counters, fault injection, extra administrators (NewAdmin) and the ground
 // truth of its users (Snapshot) for model-based tests.
 //

@@ -36,6 +36,10 @@ type Options struct {
 	AdminToken string
 	// Now stamps activity rows (default time.Now).
 	Now func() time.Time
+	// AdminEmail and AdminPassword, when both set, let the bootstrap admin
+	// log in (POST /auth/login), as Directus's ADMIN_EMAIL and
+	// ADMIN_PASSWORD do.
+	AdminEmail, AdminPassword string
 }
 
 // Server is an in-memory Directus that speaks the REST subset the bridge
@@ -54,6 +58,7 @@ type Server struct {
 	policies  map[string]*policyRow
 	access    map[string]*accessRow
 	accessSeq int64
+	sessions  map[string]string // login access token -> user id
 	activity  []activityRow
 	requests  map[string]int // "METHOD /path" -> count
 	total     int
@@ -83,6 +88,7 @@ func NewServer(t interface{ Cleanup(func()) }, o Options) *Server {
 		roles:      map[string]*roleRow{},
 		policies:   map[string]*policyRow{},
 		access:     map[string]*accessRow{},
+		sessions:   map[string]string{},
 		requests:   map[string]int{},
 	}
 	if s.database == "" {
@@ -91,7 +97,10 @@ func NewServer(t interface{ Cleanup(func()) }, o Options) *Server {
 			s.database = PostgreSQL
 		}
 	}
-	s.addAdmin(o.AdminToken)
+	admin := s.addAdmin(o.AdminToken)
+	if o.AdminEmail != "" && o.AdminPassword != "" {
+		admin.Email, admin.password = &o.AdminEmail, &o.AdminPassword
+	}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	s.URL = s.srv.URL
 	if t != nil {
@@ -115,9 +124,10 @@ func (s *Server) NewAdmin() (token string) {
 	return token
 }
 
-func (s *Server) addAdmin(token string) {
+func (s *Server) addAdmin(token string) *userRow {
 	admin := &userRow{ID: randomUUID(), Status: "active", Provider: "default", Token: &token, admin: true}
 	s.users[admin.ID] = admin
+	return admin
 }
 
 // Fault is what an injected fault does to one request; the zero Fault does
@@ -282,6 +292,15 @@ func (s *Server) serveLocked(w http.ResponseWriter, r *http.Request, route strin
 	case http.MethodPost, http.MethodPatch, http.MethodDelete:
 		s.writes++
 	}
+	if route == "POST /auth/login" {
+		s.login(w, r)
+		return
+	}
+	if route == "GET /policies/me/globals" && r.Header.Get("Authorization") == "" {
+		// The public: Directus answers its flags, not an error.
+		writeData(w, map[string]any{"app_access": false})
+		return
+	}
 	caller := s.authenticate(r)
 	if caller == nil {
 		writeError(w, &apiError{status: http.StatusUnauthorized, code: "INVALID_CREDENTIALS", msg: "Invalid user credentials."})
@@ -296,6 +315,13 @@ func (s *Server) serveLocked(w http.ResponseWriter, r *http.Request, route strin
 			me["status"], me["role"] = caller.Status, caller.Role
 		}
 		writeData(w, me)
+		return
+	}
+	if route == "GET /policies/me/globals" {
+		// Directus reports admin access as app access too.
+		admin := s.isAdmin(caller)
+		writeData(w, map[string]any{"admin_access": admin, "enforce_tfa": false,
+			"app_access": admin || s.hasAccess(caller, func(p *policyRow) bool { return p.AppAccess })})
 		return
 	}
 	if !s.isAdmin(caller) {
@@ -322,11 +348,11 @@ func (s *Server) serveLocked(w http.ResponseWriter, r *http.Request, route strin
 	case "DELETE /users":
 		s.deleteUsers(w, r, caller)
 	case "GET /roles":
-		s.listRoles(w)
+		s.listRoles(w, r)
 	case "POST /roles":
 		s.createRole(w, r, caller)
 	case "GET /policies":
-		s.listPolicies(w)
+		s.listPolicies(w, r)
 	case "PATCH /policies/:id":
 		s.updatePolicy(w, r, caller, strings.TrimPrefix(r.URL.Path, "/policies/"))
 	case "POST /policies":
@@ -349,7 +375,7 @@ func routeName(r *http.Request) string {
 	if rest, ok := strings.CutPrefix(p, "/users/"); ok && rest != "me" {
 		p = "/users/:id"
 	}
-	if _, ok := strings.CutPrefix(p, "/policies/"); ok {
+	if rest, ok := strings.CutPrefix(p, "/policies/"); ok && rest != "me/globals" {
 		p = "/policies/:id"
 	}
 	if _, ok := strings.CutPrefix(p, "/access/"); ok {
@@ -370,7 +396,29 @@ func (s *Server) authenticate(r *http.Request) *userRow {
 			return u
 		}
 	}
+	if u := s.users[s.sessions[tok]]; u != nil && u.Status == "active" {
+		return u
+	}
 	return nil
+}
+
+// login serves POST /auth/login {"email","password"} (JSON mode): an
+// access token for an active user whose email and password match.
+func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	var body struct{ Email, Password string }
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil || body.Email == "" || body.Password == "" {
+		writeError(w, invalidPayload("\"email\" and \"password\" are required"))
+		return
+	}
+	for _, u := range s.users {
+		if u.Email != nil && *u.Email == body.Email && u.password != nil && *u.password == body.Password && u.Status == "active" {
+			tok := "fake-access-" + randomID()
+			s.sessions[tok] = u.ID
+			writeData(w, map[string]any{"access_token": tok, "expires": 900000, "refresh_token": randomID()})
+			return
+		}
+	}
+	writeError(w, &apiError{status: http.StatusUnauthorized, code: "INVALID_CREDENTIALS", msg: "Invalid user credentials."})
 }
 
 // isAdmin: the bootstrap admin, NewAdmin's users, and users holding a policy

@@ -23,7 +23,8 @@ type userRow struct {
 	// AuthData is the JSON value written to auth_data, compacted; nil for
 	// null. (On SQLite Directus hands back objects and arrays as their text.)
 	AuthData json.RawMessage
-	admin    bool // bootstrap admin or NewAdmin
+	admin    bool    // bootstrap admin or NewAdmin
+	password *string // never answered, as Directus conceals it
 }
 
 // userFilterFields are the fields GET /users can filter on.
@@ -175,6 +176,12 @@ func (s *Server) apply(u *userRow, p fieldsPayload, creating bool) (add []string
 				}
 				u.Provider = *v
 			}
+		case "password":
+			v, ok := str(raw)
+			if !ok {
+				return nil, nil, invalidPayload("\"password\" must be a string or null")
+			}
+			u.password = v
 		case "role", "external_identifier", "first_name", "last_name", "email", "last_access", "token":
 			v, ok := str(raw)
 			if !ok {
