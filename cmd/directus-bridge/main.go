@@ -1,10 +1,13 @@
 // Command directus-bridge exchanges OAuth 2.0 client-credentials tokens for
 // short-lived Directus static tokens. Subcommands:
 //
+//	setup         prepare a Directus for the bridge: its own user and token
 //	serve         run the token-exchange server
-//	config check  validate the configuration file and exit
-//	user-id       print the Directus user id the bridge derives for a client
+//	config check  validate the configuration file offline and exit
 //	mappings      check the rules against Directus, or explain a decision
+//	reconcile     reconcile machine users now (through a running server)
+//	user-id       print the Directus user id the bridge derives for a client
+//	healthcheck   probe a URL (container health checks)
 //	version       print the version
 package main
 
@@ -42,20 +45,26 @@ var _ bridge.Directus = (*directus.Client)(nil)
 const usage = `usage: directus-bridge <command> [flags]
 
 commands:
-  serve          run the token-exchange server
-  config check   validate the configuration file (exit 1 listing every problem)
-  user-id ID     print the Directus user id derived for client ID
-  reconcile [-dry-run] [-json] [-local]   reconcile machine users now: through
-                 the running server's admin listener when admin.listen is set,
-                 else (or with -local) with the state file (server stopped)
-  mappings check     check the rules against the live Directus
-  mappings explain   -issuer NAME -client ID -scopes "a b" [-claim k=v]:
-                 which rule matches, the role and policies, and why
-  healthcheck [-url URL]   exit 0 when the URL answers 200 (container probes)
-  setup -directus URL   create the bridge's own Directus policy, role, user and token (idempotent)
-  version        print the version
+  setup -directus URL    create the bridge's own Directus policy, role, user
+                         and token (idempotent; -dry-run shows the plan)
+  serve                  run the token-exchange server
+  config check           check the configuration file offline, listing every
+                         problem with its path and line
+  mappings check         check the rules against the live Directus
+  mappings explain -issuer NAME [-client ID] [-scopes "a b"] [-claim k=v] [-offline]
+                         which rule matches, the role and policies, and why
+                         (exit 0 ALLOW, 1 DENY, 2 usage, 3 no decision)
+  reconcile [-dry-run] [-json] [-local]
+                         reconcile machine users now: through the running
+                         server's admin listener when admin.listen is set,
+                         else (or with -local) with the state file
+  user-id ID             print the Directus user id derived for client ID
+  healthcheck [-url URL] exit 0 when the URL answers 200 (container probes)
+  version                print the version
 
-The configuration file is given with -config or DIRECTUS_BRIDGE_CONFIG.
+"directus-bridge <command> -h" lists a command's flags. The configuration
+file is -config PATH, else $DIRECTUS_BRIDGE_CONFIG, else directus-bridge.yaml
+in the working directory.
 `
 
 func main() {
