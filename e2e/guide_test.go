@@ -80,7 +80,7 @@ func TestGuideOnOwnDirectus(t *testing.T) {
 		f := newFixture(t, d)
 		is := stack.IdP.Issuers["auth0"]
 		scope := "guide:read"
-		cid, secret := is.registerClient(t, "", scope, 0)
+		cid, secret := is.registerClient(t, "", scope, 600)
 		ours := map[string]string{
 			"DIRECTUS_URL":         d.URL,
 			"DIRECTUS_ADMIN_TOKEN": d.AdminToken,
