@@ -26,6 +26,7 @@ func TestValidateIssuersNameIndexAndField(t *testing.T) {
 	type got struct {
 		Index       int
 		Field, Name string
+		With        int
 	}
 	var gots []got
 	for _, err := range errs {
@@ -36,17 +37,17 @@ func TestValidateIssuersNameIndexAndField(t *testing.T) {
 		if ie.Reason == "" {
 			t.Errorf("%v: no reason", err)
 		}
-		gots = append(gots, got{ie.Index, ie.Field, ie.Name})
+		gots = append(gots, got{ie.Index, ie.Field, ie.Name, ie.With})
 	}
 	want := []got{
-		{1, "issuer", "b"},
-		{1, "audiences", "b"},
-		{1, "algorithms", "b"},
-		{1, "leeway", "b"},
-		{2, "user_ids", "b"},
-		{2, "name", "b"},
-		{2, "issuer", "b"},
-		{4, "user_ids", "h2"},
+		{1, "issuer", "b", -1},
+		{1, "audiences", "b", -1},
+		{1, "algorithms", "b", -1},
+		{1, "leeway", "b", -1},
+		{2, "user_ids", "b", -1},
+		{2, "name", "b", 1},
+		{2, "issuer", "b", 0},
+		{4, "user_ids", "h2", 3},
 	}
 	if diff := cmp.Diff(want, gots); diff != "" {
 		t.Errorf("problems (-want +got):\n%s", diff)

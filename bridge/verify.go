@@ -110,7 +110,7 @@ func ValidateIssuer(c IssuerConfig) []error {
 func (c *IssuerConfig) validate() []error {
 	var errs []error
 	bad := func(field, format string, a ...any) {
-		errs = append(errs, &IssuerError{Name: c.Name, Field: field, Reason: fmt.Sprintf(format, a...)})
+		errs = append(errs, &IssuerError{Name: c.Name, Field: field, Reason: fmt.Sprintf(format, a...), With: -1})
 	}
 	if c.Name == "" {
 		bad("name", "name is required")
@@ -167,6 +167,10 @@ type IssuerError struct {
 	Field string
 	// Reason is what is wrong, without the issuer's name.
 	Reason string
+	// With is, for a problem between issuers, the index of the earlier
+	// issuer involved (of the same name, the same issuer, the first with
+	// hook ids); -1 otherwise.
+	With int
 	// among: a problem between issuers, whose Reason names them all.
 	among bool
 }
@@ -184,9 +188,9 @@ func (e *IssuerError) Error() string {
 // is reported at the later one.
 func ValidateIssuers(issuers []IssuerConfig) []error {
 	var errs []error
-	names, urls := map[string]bool{}, map[string]bool{}
+	names, urls := map[string]int{}, map[string]int{}
 	var hook []string
-	hookAt := -1
+	hookAt, firstHook := -1, -1
 	for i, c := range issuers {
 		for _, err := range ValidateIssuer(c) {
 			if ie, ok := err.(*IssuerError); ok {
@@ -195,23 +199,29 @@ func ValidateIssuers(issuers []IssuerConfig) []error {
 			errs = append(errs, err)
 		}
 		c.setDefaults()
-		if names[c.Name] {
-			errs = append(errs, &IssuerError{Index: i, Name: c.Name, Field: "name", Reason: "the name is used twice"})
+		if j, dup := names[c.Name]; dup {
+			errs = append(errs, &IssuerError{Index: i, Name: c.Name, Field: "name", Reason: "the name is used twice", With: j})
+		} else {
+			names[c.Name] = i
 		}
-		if urls[c.Issuer] {
+		if j, dup := urls[c.Issuer]; dup {
 			errs = append(errs, &IssuerError{Index: i, Name: c.Name, Field: "issuer",
-				Reason: fmt.Sprintf("issuer %s is configured twice", c.Issuer)})
+				Reason: fmt.Sprintf("issuer %s is configured twice", c.Issuer), With: j})
+		} else {
+			urls[c.Issuer] = i
 		}
-		names[c.Name], urls[c.Issuer] = true, true
 		if c.UserIDs == UserIDsHook {
 			hook = append(hook, c.Name)
-			if len(hook) == 2 {
+			switch len(hook) {
+			case 1:
+				firstHook = i
+			case 2:
 				hookAt = i
 			}
 		}
 	}
 	if len(hook) > 1 {
-		errs = append(errs, &IssuerError{Index: hookAt, Name: issuers[hookAt].Name, Field: "user_ids", among: true,
+		errs = append(errs, &IssuerError{Index: hookAt, Name: issuers[hookAt].Name, Field: "user_ids", among: true, With: firstHook,
 			Reason: fmt.Sprintf("issuers %s all use hook user ids (user_ids: hook, the default): at most one may, "+
 				"or a client of one could receive the Directus user of a client of the same name at another; "+
 				"set user_ids: issuer on all but the issuer the hook extension served", strings.Join(hook, ", "))})

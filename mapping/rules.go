@@ -76,7 +76,7 @@ func (rs Rules) Validate() error {
 	var errs []*RuleError
 	for i, r := range rs {
 		bad := func(field, format string, a ...any) {
-			errs = append(errs, &RuleError{Index: i, Label: r.label(i), Field: field, Reason: fmt.Sprintf(format, a...)})
+			errs = append(errs, &RuleError{Index: i, Label: r.label(i), Field: field, Reason: fmt.Sprintf(format, a...), ShadowedBy: -1})
 		}
 		switch {
 		case r.Deny && (r.Role != "" || len(r.Policies) > 0):
@@ -109,6 +109,7 @@ func (rs Rules) Validate() error {
 		for j := range i {
 			if rs[j].covers(r) {
 				bad("", "never matches: %s matches every token it does", rs[j].label(j))
+				errs[len(errs)-1].ShadowedBy = j
 				break
 			}
 		}
@@ -146,6 +147,9 @@ type RuleError struct {
 	Label string
 	// Reason is what is wrong, without the label.
 	Reason string
+	// ShadowedBy is, for a rule that never matches, the index of the
+	// earlier rule that matches every token it does; -1 otherwise.
+	ShadowedBy int
 }
 
 func (e *RuleError) Error() string { return e.Label + ": " + e.Reason }
