@@ -260,7 +260,7 @@ func (c *Config) problems() []Problem {
 		}
 		bad(path, "%v", err) // names the issuer
 		if ie.With >= 0 {
-			ps[len(ps)-1].about = fmt.Sprintf("issuers[%d]", ie.With+1)
+			ps[len(ps)-1].about = []string{fmt.Sprintf("issuers[%d]", ie.With+1), fmt.Sprintf("issuers[%d]", ie.Index+1)}
 		}
 	}
 	if len(c.Rules) == 0 {
@@ -283,7 +283,7 @@ func (c *Config) problems() []Problem {
 				}
 				bad(path, "%s", p.Reason)
 				if p.ShadowedBy >= 0 {
-					ps[len(ps)-1].about = fmt.Sprintf("rules[%d]", p.ShadowedBy+1)
+					ps[len(ps)-1].about = []string{fmt.Sprintf("rules[%d]", p.ShadowedBy+1), fmt.Sprintf("rules[%d]", p.Index+1)}
 				}
 			}
 		}

@@ -36,9 +36,10 @@ type Problem struct {
 	// hides: a value that could not be decoded; the semantic checks of the
 	// same place are not reported, they would only repeat it.
 	hides bool
-	// about is another path a semantic problem depends on (the earlier
-	// rule that shadows a rule): not reported either when that is hidden.
-	about string
+	// about are the list elements a problem between elements depends on
+	// (a rule and the earlier one that shadows it): it is not reported
+	// when a part of one could not be decoded.
+	about []string
 }
 
 func (p Problem) Error() string {
@@ -200,7 +201,7 @@ func checkConfig(b []byte) (*Config, []Problem) {
 	}
 	semantic := c.problems()
 	for _, p := range semantic {
-		if !hidden(p.Path, ps) && (p.about == "" || !hidden(p.about, ps)) {
+		if !hidden(p.Path, ps) && !slices.ContainsFunc(p.about, func(a string) bool { return touched(a, ps) }) {
 			ps = append(ps, p)
 		}
 	}
@@ -222,11 +223,27 @@ func hidden(path string, decoding []Problem) bool {
 		if !d.hides {
 			continue
 		}
-		if d.Path == "" || path == d.Path || strings.HasPrefix(path, d.Path+".") || strings.HasPrefix(path, d.Path+"[") {
+		if d.Path == "" || under(path, d.Path) {
 			return true
 		}
 	}
 	return false
+}
+
+// touched reports whether a value at or under path, or around it, could
+// not be decoded.
+func touched(path string, decoding []Problem) bool {
+	for _, d := range decoding {
+		if d.hides && (d.Path == "" || under(path, d.Path) || under(d.Path, path)) {
+			return true
+		}
+	}
+	return false
+}
+
+// under reports whether path is p or inside it.
+func under(path, p string) bool {
+	return path == p || strings.HasPrefix(path, p+".") || strings.HasPrefix(path, p+"[")
 }
 
 var yamlLineError = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
