@@ -250,9 +250,25 @@ func FuzzConfigCheck(f *testing.F) {
 	f.Add([]byte("issuers: [{required_claims: {a: {b: c}}, leeway: !!binary aGk=}]\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, ps := checkConfig(b)
+		// Line breaks as YAML counts them (\r\n is one).
+		text := strings.ReplaceAll(string(b), "\r\n", "\n")
+		lines := 1
+		for _, br := range []string{"\n", "\r", "\u0085", "\u2028", "\u2029"} {
+			lines += strings.Count(text, br)
+		}
 		for _, p := range ps {
-			if p.Msg == "" || p.Line < 0 {
-				t.Errorf("malformed problem %+v", p)
+			if p.Msg == "" || p.Line < 0 || p.Line > lines+1 {
+				t.Errorf("malformed problem %+v (the file has %d lines)", p, lines)
+			}
+		}
+		if len(ps) == 0 {
+			// What config check accepts, serve accepts.
+			c, err := ParseConfig(b)
+			if err == nil {
+				err = c.Validate()
+			}
+			if err != nil {
+				t.Errorf("config check accepts what ParseConfig+Validate refuse: %v", err)
 			}
 		}
 	})
