@@ -105,78 +105,126 @@ func ValidateIssuer(c IssuerConfig) []error {
 	return c.validate()
 }
 
-// validate lists every problem with the issuer (defaults already applied).
+// validate lists every problem with the issuer (defaults already applied),
+// each an *IssuerError (Index 0: the caller sets it).
 func (c *IssuerConfig) validate() []error {
 	var errs []error
-	bad := func(format string, a ...any) {
-		errs = append(errs, fmt.Errorf("issuer %q: "+format, append([]any{c.Name}, a...)...))
+	bad := func(field, format string, a ...any) {
+		errs = append(errs, &IssuerError{Name: c.Name, Field: field, Reason: fmt.Sprintf(format, a...), With: -1})
 	}
 	if c.Name == "" {
-		bad("name is required")
+		bad("name", "name is required")
 	}
 	if !strings.HasPrefix(c.Issuer, "https://") && !strings.HasPrefix(c.Issuer, "http://") {
-		bad("issuer must be an http(s) URL, got %q", c.Issuer)
+		bad("issuer", "issuer must be an http(s) URL, got %q", c.Issuer)
 	}
 	if len(c.Audiences) == 0 {
-		bad("at least one audience is required")
+		bad("audiences", "at least one audience is required")
 	}
 	for _, a := range c.Algorithms {
 		if !allowedAlgs[a] {
-			bad("algorithm %q is not allowed (use RS*, ES*, PS* or EdDSA)", a)
+			bad("algorithms", "algorithm %q is not allowed (use RS*, ES*, PS* or EdDSA)", a)
 		}
 	}
 	if c.Leeway < 0 || c.Leeway.D() > 5*time.Minute {
-		bad("leeway must be between 0 and 5m")
+		bad("leeway", "leeway must be between 0 and 5m")
 	}
 	if c.Timeout < 0 || c.Timeout.D() > 2*time.Minute {
-		bad("timeout must be between 0 and 2m")
+		bad("timeout", "timeout must be between 0 and 2m")
 	}
 	if c.JWKSURL != "" && !strings.HasPrefix(c.JWKSURL, "https://") && !strings.HasPrefix(c.JWKSURL, "http://") {
-		bad("jwks_url must be an http(s) URL")
+		bad("jwks_url", "jwks_url must be an http(s) URL")
 	}
 	if strings.ContainsFunc(c.Issuer, unicode.IsControl) {
-		bad("issuer must not contain control characters")
+		bad("issuer", "issuer must not contain control characters")
 	}
 	switch c.UserIDs {
 	case UserIDsHook:
 	case UserIDsIssuer:
 		if strings.Contains(c.Name, ":") {
-			bad("a name with user_ids: issuer must not contain \":\" (it starts the users' external identifiers)")
+			bad("name", "a name with user_ids: issuer must not contain \":\" (it starts the users' external identifiers)")
 		}
 	default:
-		bad("user_ids must be hook or issuer, got %q", c.UserIDs)
+		bad("user_ids", "user_ids must be hook or issuer, got %q", c.UserIDs)
 	}
 	if c.IDFromIssuer != nil {
-		bad("id_from_issuer was replaced by user_ids: issuer, whose ids differ; see the upgrade notes before changing ids")
+		bad("id_from_issuer", "id_from_issuer was replaced by user_ids: issuer, whose ids differ; see the upgrade notes before changing ids")
 	}
 	return errs
 }
 
+// IssuerError is one problem with one issuer's configuration. Index and
+// Field say where it is (for a configuration check to point at the line);
+// the message names the issuer.
+type IssuerError struct {
+	// Index is the issuer's position in the list given to ValidateIssuers,
+	// from 0 (0 from ValidateIssuer).
+	Index int
+	// Name is the issuer's name.
+	Name string
+	// Field is the issuer's YAML key the problem is about, or "" for the
+	// issuer as a whole.
+	Field string
+	// Reason is what is wrong, without the issuer's name.
+	Reason string
+	// With is, for a problem between issuers, the index of the earlier
+	// issuer involved (of the same name, the same issuer, the first with
+	// hook ids); -1 otherwise.
+	With int
+	// among: a problem between issuers, whose Reason names them all.
+	among bool
+}
+
+func (e *IssuerError) Error() string {
+	if e.among {
+		return e.Reason
+	}
+	return fmt.Sprintf("issuer %q: %s", e.Name, e.Reason)
+}
+
 // ValidateIssuers lists every problem with a set of issuers, each one's and
 // those between them: names and issuers are unique, and at most one issuer
-// uses hook ids.
+// uses hook ids. Every error is an *IssuerError; a problem between issuers
+// is reported at the later one.
 func ValidateIssuers(issuers []IssuerConfig) []error {
 	var errs []error
-	names, urls := map[string]bool{}, map[string]bool{}
+	names, urls := map[string]int{}, map[string]int{}
 	var hook []string
-	for _, c := range issuers {
-		errs = append(errs, ValidateIssuer(c)...)
+	hookAt, firstHook := -1, -1
+	for i, c := range issuers {
+		for _, err := range ValidateIssuer(c) {
+			if ie, ok := err.(*IssuerError); ok {
+				ie.Index = i
+			}
+			errs = append(errs, err)
+		}
 		c.setDefaults()
-		if names[c.Name] {
-			errs = append(errs, fmt.Errorf("issuer %q: the name is used twice", c.Name))
+		if j, dup := names[c.Name]; dup {
+			errs = append(errs, &IssuerError{Index: i, Name: c.Name, Field: "name", Reason: "the name is used twice", With: j})
+		} else {
+			names[c.Name] = i
 		}
-		if urls[c.Issuer] {
-			errs = append(errs, fmt.Errorf("issuer %q: issuer %s is configured twice", c.Name, c.Issuer))
+		if j, dup := urls[c.Issuer]; dup {
+			errs = append(errs, &IssuerError{Index: i, Name: c.Name, Field: "issuer",
+				Reason: fmt.Sprintf("issuer %s is configured twice", c.Issuer), With: j})
+		} else {
+			urls[c.Issuer] = i
 		}
-		names[c.Name], urls[c.Issuer] = true, true
 		if c.UserIDs == UserIDsHook {
 			hook = append(hook, c.Name)
+			switch len(hook) {
+			case 1:
+				firstHook = i
+			case 2:
+				hookAt = i
+			}
 		}
 	}
 	if len(hook) > 1 {
-		errs = append(errs, fmt.Errorf("issuers %s all use hook user ids (user_ids: hook, the default): at most one may, "+
-			"or a client of one could receive the Directus user of a client of the same name at another; "+
-			"set user_ids: issuer on all but the issuer the hook extension served", strings.Join(hook, ", ")))
+		errs = append(errs, &IssuerError{Index: hookAt, Name: issuers[hookAt].Name, Field: "user_ids", among: true, With: firstHook,
+			Reason: fmt.Sprintf("issuers %s all use hook user ids (user_ids: hook, the default): at most one may, "+
+				"or a client of one could receive the Directus user of a client of the same name at another; "+
+				"set user_ids: issuer on all but the issuer the hook extension served", strings.Join(hook, ", "))})
 	}
 	return errs
 }

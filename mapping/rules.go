@@ -70,46 +70,89 @@ type Rules []Rule
 
 // Validate reports every problem in the rules at once: missing outcomes,
 // conflicting outcomes, malformed globs, and rules that can never match
-// because an earlier rule matches everything they do.
+// because an earlier rule matches everything they do. The error is a
+// *RulesError, which lists each problem with the rule and key it is about.
 func (rs Rules) Validate() error {
-	var errs []string
+	var errs []*RuleError
 	for i, r := range rs {
-		name := r.label(i)
+		bad := func(field, format string, a ...any) {
+			errs = append(errs, &RuleError{Index: i, Label: r.label(i), Field: field, Reason: fmt.Sprintf(format, a...), ShadowedBy: -1})
+		}
 		switch {
 		case r.Deny && (r.Role != "" || len(r.Policies) > 0):
-			errs = append(errs, fmt.Sprintf("%s: deny rules grant nothing: remove role and policies", name))
+			bad("deny", "deny rules grant nothing: remove role and policies")
 		case !r.Deny && r.Role == "":
-			errs = append(errs, fmt.Sprintf("%s: needs a role (or deny: true)", name))
+			bad("role", "needs a role (or deny: true)")
 		}
 		if r.Client != "" && !validGlob(r.Client) {
-			errs = append(errs, fmt.Sprintf("%s: client pattern %q ends in an unfinished escape", name, r.Client))
+			bad("client", "client pattern %q ends in an unfinished escape", r.Client)
 		}
 		for _, k := range slices.Sorted(maps.Keys(r.Claims)) {
 			v := r.Claims[k]
 			if k == "" {
-				errs = append(errs, fmt.Sprintf("%s: empty claim name", name))
+				bad("claims", "empty claim name")
 			}
 			if !validGlob(v) {
-				errs = append(errs, fmt.Sprintf("%s: claim %q pattern %q ends in an unfinished escape", name, k, v))
+				bad("claims."+k, "claim %q pattern %q ends in an unfinished escape", k, v)
 			}
 		}
-		for _, s := range append(slices.Clone(r.AllScopes), r.AnyScopes...) {
-			if s == "" || strings.ContainsAny(s, " \t\n") {
-				errs = append(errs, fmt.Sprintf("%s: scope %q is empty or has white space", name, s))
+		for _, list := range []struct {
+			field  string
+			scopes []string
+		}{{"all_scopes", r.AllScopes}, {"any_scopes", r.AnyScopes}} {
+			for _, s := range list.scopes {
+				if s == "" || strings.ContainsAny(s, " \t\n") {
+					bad(list.field, "scope %q is empty or has white space", s)
+				}
 			}
 		}
 		for j := range i {
 			if rs[j].covers(r) {
-				errs = append(errs, fmt.Sprintf("%s: never matches: %s matches every token it does", name, rs[j].label(j)))
+				bad("", "never matches: %s matches every token it does", rs[j].label(j))
+				errs[len(errs)-1].ShadowedBy = j
 				break
 			}
 		}
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("mapping: %s", strings.Join(errs, "; "))
+		return &RulesError{Problems: errs}
 	}
 	return nil
 }
+
+// RulesError is every problem Validate found, in the order of the rules.
+type RulesError struct {
+	Problems []*RuleError
+}
+
+func (e *RulesError) Error() string {
+	parts := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		parts[i] = p.Error()
+	}
+	return "mapping: " + strings.Join(parts, "; ")
+}
+
+// RuleError is one problem with one rule. Index and Field say where it is
+// (for a configuration check to point at the line); Label and Reason say
+// what it is.
+type RuleError struct {
+	// Index is the rule's position in Rules, from 0.
+	Index int
+	// Field is the rule's YAML key the problem is about ("claims.team" for
+	// one claim), or "" for the rule as a whole.
+	Field string
+	// Label names the rule as messages do: "rule 2" or "rule 2 (name)",
+	// counted from 1.
+	Label string
+	// Reason is what is wrong, without the label.
+	Reason string
+	// ShadowedBy is, for a rule that never matches, the index of the
+	// earlier rule that matches every token it does; -1 otherwise.
+	ShadowedBy int
+}
+
+func (e *RuleError) Error() string { return e.Label + ": " + e.Reason }
 
 func (r Rule) label(i int) string {
 	if r.Name != "" {

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"net/url"
@@ -14,7 +12,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/robfig/cron/v3"
-	"gopkg.in/yaml.v3"
 
 	"github.com/directus-bridge/directus-bridge/bridge"
 	"github.com/directus-bridge/directus-bridge/mapping"
@@ -43,6 +40,10 @@ type Config struct {
 	// Admin is the operator's listener (reconcile on a running server);
 	// off unless admin.listen is set.
 	Admin AdminConfig `yaml:"admin"`
+
+	// lines maps the YAML paths of the file it was read from to their
+	// lines, for Validate's messages.
+	lines map[string]int `yaml:"-"`
 }
 
 // AdminConfig is the operator's listener, apart from the exchange listener
@@ -106,15 +107,14 @@ func LoadConfig(path string) (*Config, error) {
 	return ParseConfig(b)
 }
 
-// ParseConfig decodes a configuration; unknown keys are errors.
+// ParseConfig decodes a configuration and applies defaults. Unknown keys,
+// keys given twice and values of the wrong type are errors, all of them
+// reported at once in a *ConfigError. It does not validate: call Validate.
 func ParseConfig(b []byte) (*Config, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	c := &Config{}
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("config: %w", err)
+	c, ps := decodeConfig(b)
+	if len(ps) > 0 {
+		return nil, &ConfigError{Problems: ps}
 	}
-	c.setDefaults()
 	return c, nil
 }
 
@@ -147,124 +147,182 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Validate reports every problem at once. It reads the environment (to check
-// that the secrets it names are set) and has no side effects.
+// Validate reports every problem at once, as a *ConfigError (with lines
+// when c was read from a file). It reads the environment (to check that
+// the secrets it names are set) and has no side effects.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if ps := c.problems(); len(ps) > 0 {
+		return &ConfigError{Problems: ps}
+	}
+	return nil
+}
+
+// line is the line of path in the file c was read from, or of the nearest
+// enclosing key in it; 0 when there is none.
+func (c *Config) line(path string) int {
+	for path != "" {
+		if l, ok := c.lines[path]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			break
+		}
+		path = path[:i]
+	}
+	return 0
+}
+
+// problems lists every semantic problem of c, each with its YAML path.
+func (c *Config) problems() []Problem {
+	var ps []Problem
+	bad := func(path, format string, a ...any) {
+		ps = append(ps, Problem{Path: path, Line: c.line(path), Msg: fmt.Sprintf(format, a...)})
+	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		bad("listen: %q is not host:port", c.Listen)
+		bad("listen", "%q is not host:port", c.Listen)
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
-		bad("tls: set both cert_file and key_file, or neither")
+		bad("tls", "set both cert_file and key_file, or neither")
 	}
-	for _, f := range []string{c.TLS.CertFile, c.TLS.KeyFile} {
-		if f != "" {
-			if _, err := os.Stat(f); err != nil {
-				bad("tls: %v", err)
+	for _, f := range []struct{ key, file string }{{"tls.cert_file", c.TLS.CertFile}, {"tls.key_file", c.TLS.KeyFile}} {
+		if f.file != "" {
+			if _, err := os.Stat(f.file); err != nil {
+				bad(f.key, "%v", err)
 			}
 		}
 	}
-	for _, p := range c.TrustedProxies {
+	for i, p := range c.TrustedProxies {
 		if _, err := netip.ParsePrefix(p); err != nil {
-			bad("trusted_proxies: %q is not a CIDR", p)
+			bad(fmt.Sprintf("trusted_proxies[%d]", i+1), "%q is not a CIDR", p)
 		}
 	}
 	for _, err := range c.Limits.Validate() {
-		bad("limits: %v", err)
+		// "per_ip.rate must be ...": the key, then what is wrong.
+		key, msg, ok := strings.Cut(err.Error(), " ")
+		if !ok || strings.Trim(key, "abcdefghijklmnopqrstuvwxyz0123456789_.") != "" {
+			key, msg = "", err.Error()
+		}
+		bad(strings.TrimSuffix("limits."+key, "."), "%s", msg)
 	}
 	if u, err := url.Parse(c.Directus.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		bad("directus.url: want an http(s) URL, got %q", c.Directus.URL)
+		bad("directus.url", "want an http(s) URL, got %q", capped(c.Directus.URL))
 	}
 	if os.Getenv(c.Directus.TokenEnv) == "" {
-		bad("directus.token_env: environment variable %s is not set", c.Directus.TokenEnv)
+		bad("directus.token_env", "environment variable %s is not set", capped(c.Directus.TokenEnv))
 	}
 	if c.Directus.Timeout < 0 {
-		bad("directus.timeout: must be positive")
+		bad("directus.timeout", "must be positive")
 	}
 	if c.Directus.Retries < -1 || c.Directus.Retries > 10 {
-		bad("directus.retries: must be between -1 and 10")
+		bad("directus.retries", "must be between -1 and 10, got %d", c.Directus.Retries)
 	}
 	if c.State.Path == "" {
-		bad("state.path is required")
+		bad("state.path", "required")
 	}
 	if c.Tokens.TTL < 0 || (c.Tokens.TTL != 0 && c.Tokens.TTL.D() < time.Second) || c.Tokens.TTL.D() > 24*time.Hour {
-		bad("tokens.ttl: must be between 1s and 24h")
+		bad("tokens.ttl", "must be between 1s and 24h, got %s", c.Tokens.TTL)
 	}
 	ttl := c.Tokens.TTL
 	if ttl == 0 {
 		ttl = bridge.Duration(15 * time.Minute)
 	}
 	if c.Tokens.RotateBefore < 0 || c.Tokens.RotateBefore >= ttl {
-		bad("tokens.rotate_before: must be below tokens.ttl (%s)", ttl)
+		bad("tokens.rotate_before", "must be below tokens.ttl (%s)", ttl)
 	}
 	if c.Tokens.RevokeInterval < 0 {
-		bad("tokens.revoke_interval: must be positive")
+		bad("tokens.revoke_interval", "must be positive")
 	}
 	if strings.ContainsAny(c.Tokens.Prefix, ". \t\n") || len(c.Tokens.Prefix) > 32 {
-		bad("tokens.prefix: at most 32 characters, no dots or white space")
+		bad("tokens.prefix", "at most 32 characters, no dots or white space")
 	}
 	if c.Users.Namespace != "" {
 		if _, err := uuid.Parse(c.Users.Namespace); err != nil {
-			bad("users.namespace: not a UUID: %v", err)
+			bad("users.namespace", "not a UUID: %v", err)
 		}
 	}
 	if len(c.Issuers) == 0 {
-		bad("issuers: at least one issuer is required")
+		bad("issuers", "at least one issuer is required")
 	}
 	names := map[string]bool{}
 	for _, is := range c.Issuers {
 		names[is.Name] = true
 	}
 	for _, err := range bridge.ValidateIssuers(c.Issuers) {
-		errs = append(errs, fmt.Errorf("issuers: %w", err))
+		var ie *bridge.IssuerError
+		if !errors.As(err, &ie) {
+			bad("issuers", "%v", err)
+			continue
+		}
+		path := fmt.Sprintf("issuers[%d]", ie.Index+1)
+		if ie.Field != "" {
+			path += "." + ie.Field
+		}
+		bad(path, "%v", err) // names the issuer
+		if ie.With >= 0 {
+			ps[len(ps)-1].about = []string{fmt.Sprintf("issuers[%d]", ie.With+1), fmt.Sprintf("issuers[%d]", ie.Index+1)}
+		}
 	}
 	if len(c.Rules) == 0 {
-		bad("rules: at least one rule is required (no rule denies every client)")
+		bad("rules", "at least one rule is required (no rule denies every client)")
 	}
 	for i, r := range c.Rules {
 		if r.Issuer != "" && !names[r.Issuer] {
-			bad("rules: rule %d names issuer %q, which is not configured", i+1, r.Issuer)
+			bad(fmt.Sprintf("rules[%d].issuer", i+1), "names issuer %q, which is not configured", capped(r.Issuer))
 		}
 	}
 	if err := c.Rules.Validate(); err != nil {
-		errs = append(errs, err)
+		var re *mapping.RulesError
+		if !errors.As(err, &re) {
+			bad("rules", "%v", err)
+		} else {
+			for _, p := range re.Problems {
+				path := fmt.Sprintf("rules[%d]", p.Index+1)
+				if p.Field != "" {
+					path += "." + p.Field
+				}
+				bad(path, "%s", p.Reason)
+				if p.ShadowedBy >= 0 {
+					ps[len(ps)-1].about = []string{fmt.Sprintf("rules[%d]", p.ShadowedBy+1), fmt.Sprintf("rules[%d]", p.Index+1)}
+				}
+			}
+		}
 	}
 	if c.Reconcile.Schedule != "off" {
 		if _, err := cron.ParseStandard(c.Reconcile.Schedule); err != nil {
-			bad("reconcile.schedule: %v (a cron spec, @every 5m, or off)", err)
+			bad("reconcile.schedule", "%v (a cron spec, @every 5m, or off)", err)
 		}
 	}
 	switch c.Reconcile.Drift {
 	case bridge.DriftRestore, bridge.DriftKeep, bridge.DriftReport:
 	default:
-		bad("reconcile.drift: want restore, keep or report")
+		bad("reconcile.drift", "want restore, keep or report, got %q", capped(c.Reconcile.Drift))
 	}
 	if c.Reconcile.DeleteAfter < 0 {
-		bad("reconcile.delete_after: must not be negative (0 = never)")
+		bad("reconcile.delete_after", "must not be negative (0 = never)")
 	}
 	if c.Reconcile.PageSize > 10000 {
-		bad("reconcile.page_size: at most 10000")
+		bad("reconcile.page_size", "at most 10000, got %d", c.Reconcile.PageSize)
 	}
 	if c.Admin.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
-			bad("admin.listen: %q is not host:port", c.Admin.Listen)
+			bad("admin.listen", "%q is not host:port", capped(c.Admin.Listen))
 		} else if c.Admin.Listen == c.Listen {
-			bad("admin.listen: must differ from listen (%s): the admin endpoints are not for clients", c.Listen)
+			bad("admin.listen", "must differ from listen (%s): the admin endpoints are not for clients", c.Listen)
 		}
 		if n := len(os.Getenv(c.Admin.TokenEnv)); n < 32 {
-			bad("admin.token_env: environment variable %s must hold at least 32 characters (has %d)", c.Admin.TokenEnv, n)
+			bad("admin.token_env", "environment variable %s must hold at least 32 characters (has %d)", capped(c.Admin.TokenEnv), n)
 		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		bad("log.level: want debug, info, warn or error")
+		bad("log.level", "want debug, info, warn or error, got %q", capped(c.Log.Level))
 	}
 	switch c.Log.Format {
 	case "json", "text":
 	default:
-		bad("log.format: want json or text")
+		bad("log.format", "want json or text, got %q", capped(c.Log.Format))
 	}
-	return errors.Join(errs...)
+	return ps
 }

@@ -118,42 +118,6 @@ func configFlag(fs *flag.FlagSet) *string {
 	return fs.String("config", def, "configuration file (env DIRECTUS_BRIDGE_CONFIG)")
 }
 
-func loadValid(path string) (*Config, error) {
-	c, err := LoadConfig(path)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-// loadOrReport loads and validates the configuration, or writes every
-// problem to stderr.
-func loadOrReport(path string, stderr io.Writer) (*Config, bool) {
-	cfg, err := loadValid(path)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: invalid:\n%v\n", path, err)
-		return nil, false
-	}
-	return cfg, true
-}
-
-func configCheck(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("config check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := configFlag(fs)
-	if code, ok := parseFlags(fs, args); !ok {
-		return code
-	}
-	if _, ok := loadOrReport(*path, stderr); !ok {
-		return 1
-	}
-	fmt.Fprintf(stdout, "%s: ok\n", *path)
-	return 0
-}
-
 func userID(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("user-id", flag.ContinueOnError)
 	fs.SetOutput(stderr)
