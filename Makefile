@@ -30,6 +30,8 @@ FUZZTIME ?= 50000x
 fuzz:
 	@for t in FuzzVerify FuzzParseRequest FuzzParseForm FuzzClaims FuzzUniqueMembers; do \
 		$(GO) test ./bridge -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) || exit 1; done
+	@for t in FuzzConfigCheck; do \
+		$(GO) test ./cmd/directus-bridge -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) || exit 1; done
 	@for t in FuzzRules FuzzGlob; do \
 		$(GO) test ./mapping -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) || exit 1; done
 

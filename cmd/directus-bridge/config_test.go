@@ -41,7 +41,7 @@ func TestExampleConfigIsValidAndComplete(t *testing.T) {
 		t.Fatalf("example config: %v", err)
 	}
 	// Every key of the Config struct appears in the example file and in the
-	// README's configuration reference, so neither can drift.
+	// configuration reference in docs/configuration.md, so neither can drift.
 	raw, _ := os.ReadFile("../../testdata/directus-bridge.example.yaml")
 	var doc map[string]any
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
@@ -63,13 +63,13 @@ func TestExampleConfigIsValidAndComplete(t *testing.T) {
 		}
 	}
 	walk(doc, "")
-	readme, _ := os.ReadFile("../../README.md")
+	readme, _ := os.ReadFile("../../docs/configuration.md")
 	for _, k := range yamlKeys(reflect.TypeOf(Config{}), "") {
 		if !present[k] {
 			t.Errorf("example config lacks %s", k)
 		}
 		if !strings.Contains(string(readme), "`"+k+"`") {
-			t.Errorf("README configuration reference lacks `%s`", k)
+			t.Errorf("docs/configuration.md lacks `%s`", k)
 		}
 	}
 }

@@ -83,7 +83,7 @@ const maxShown = 60
 // an alias bomb costs little.
 const maxNodes = 100000
 
-const checkUsage = `usage: directus-bridge config check [-config FILE]
+const configCheckUsage = `usage: directus-bridge config check [-config FILE]
 
 Checks the configuration file offline and lists every problem found, each
 with its YAML path, line, what was expected and the value given: unknown
@@ -110,7 +110,7 @@ func configCheck(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := configFlag(fs)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), checkUsage)
+		fmt.Fprint(fs.Output(), configCheckUsage)
 		fs.PrintDefaults()
 	}
 	if code, ok := parseFlags(fs, args); !ok {

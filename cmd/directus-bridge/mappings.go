@@ -203,14 +203,11 @@ func mappingsExplain(args []string, stdout, stderr io.Writer) int {
 	var m *bridge.Mapper
 	var warnings []string
 	if *offline {
-		cfg, err := LoadConfig(*path)
-		if err == nil {
-			err = validateExplain(cfg)
-		}
-		if err != nil {
-			fmt.Fprintf(stderr, "%s: invalid:\n%v\n", *path, err)
+		cfg, ok := loadForExplain(*path, stderr)
+		if !ok {
 			return exitNoDecision
 		}
+		var err error
 		if m, err = bridge.NewOfflineMapper(cfg.Rules); err != nil {
 			fmt.Fprintf(stderr, "%s: invalid:\n%v\n", *path, err) // validated above; kept for safety
 			return exitNoDecision
@@ -241,33 +238,30 @@ func mappingsExplain(args []string, stdout, stderr io.Writer) int {
 	return explain(stdout, m, in, warnings...)
 }
 
-// validateExplain checks what an offline explanation reads of the
-// configuration, the issuers and the rules, as Config.Validate checks them,
+// loadForExplain reads the configuration for an offline explanation and
+// reports the problems of what it reads, the issuers and the rules (and of
+// the file as a whole, such as its syntax), as config check reports them,
 // and nothing else: no secret need be set, no state path given.
-func validateExplain(c *Config) error {
-	var errs []error
-	if len(c.Issuers) == 0 {
-		errs = append(errs, errors.New("issuers: at least one issuer is required"))
+func loadForExplain(path string, stderr io.Writer) (*Config, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: cannot be read: %v\n", path, err)
+		return nil, false
 	}
-	for _, err := range bridge.ValidateIssuers(c.Issuers) {
-		errs = append(errs, fmt.Errorf("issuers: %w", err))
+	c, ps := checkConfig(b)
+	ps = explainProblems(ps)
+	if c == nil || len(ps) > 0 {
+		report(stderr, path, ps)
+		return nil, false
 	}
-	names := map[string]bool{}
-	for _, is := range c.Issuers {
-		names[is.Name] = true
-	}
-	if len(c.Rules) == 0 {
-		errs = append(errs, errors.New("rules: at least one rule is required (no rule denies every client)"))
-	}
-	for i, r := range c.Rules {
-		if r.Issuer != "" && !names[r.Issuer] {
-			errs = append(errs, fmt.Errorf("rules: rule %d names issuer %q, which is not configured", i+1, r.Issuer))
-		}
-	}
-	if err := c.Rules.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	return c, true
+}
+
+// explainProblems keeps the problems an offline explanation depends on.
+func explainProblems(ps []Problem) []Problem {
+	return slices.DeleteFunc(ps, func(p Problem) bool {
+		return p.Path != "" && !under(p.Path, "issuers") && !under(p.Path, "rules")
+	})
 }
 
 // inputWarnings points out what in has that cannot match as the user
