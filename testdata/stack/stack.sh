@@ -240,12 +240,13 @@ install_pkg() {
 	# npm prints nothing for minutes while native modules compile: say so
 	# every 30 s, with where its log is.
 	(cd "$dest" && env "${nodeenv[@]}" npm ci --no-audit --no-fund --loglevel=warn >"$dest/.npm-ci.log" 2>&1) &
-	local npm_pid=$! waited=0
+	local npm_pid=$! start next=30
+	start="$(date +%s)"
 	while kill -0 "$npm_pid" 2>/dev/null; do
 		sleep 1
-		waited=$((waited + 1))
-		if ((waited % 30 == 0)); then
-			log "$pkg: still installing, ${waited}s so far (npm log: $dest/.npm-ci.log)"
+		if (($(date +%s) - start >= next)); then
+			log "$pkg: still installing, $(($(date +%s) - start))s so far (npm log: $dest/.npm-ci.log)"
+			next=$((next + 30))
 		fi
 	done
 	if ! wait "$npm_pid"; then
