@@ -41,7 +41,8 @@ e2e-up:
 e2e-down:
 	bash testdata/stack/stack.sh down
 
-## demo: stack up, the bridge, one real exchange printed step by step
+## demo: Directus 12 + the IdP (all the demo installs and starts), the bridge,
+##       one real exchange printed step by step
 demo: build
 	bash testdata/stack/demo.sh
 

