@@ -158,9 +158,14 @@ prereqs_up() {
 	need setsid util-linux "starts each server in its own session, so that it can be stopped as a group"
 	need curl curl "asks each Directus for /server/ping"
 	has_component "$D12" || return 0
-	find_pg_bin >/dev/null ||
+	if ! find_pg_bin >/dev/null; then
+		if pg_apt_ok; then
+			log "PostgreSQL 15 not found: it will be installed with apt-get (as root; DIRECTUS_BRIDGE_NO_APT=1 forbids it)"
+			return 0 # the package brings the postgres user too
+		fi
 		missing "PostgreSQL 15 initdb, pg_ctl, postgres, psql" postgresql-15 \
 			"$D12 runs on a throwaway cluster (looked in ${DIRECTUS_BRIDGE_PG_BIN:-/usr/lib/postgresql/*/bin})"
+	fi
 	if [[ $EUID -eq 0 ]]; then
 		# PostgreSQL refuses to run as root: the cluster is chowned to, and run as, the postgres user.
 		need runuser util-linux "runs PostgreSQL as the postgres user (PostgreSQL refuses to run as root)"
@@ -441,9 +446,23 @@ $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -rV)"
 	return 1
 }
 
-# ensure_pg: PG_BIN, or fail (check_prereqs has named the package already).
+# pg_apt_ok: PostgreSQL may be installed here with apt-get: as root, with
+# apt-get, and not forbidden by DIRECTUS_BRIDGE_NO_APT.
+pg_apt_ok() {
+	[[ $EUID -eq 0 && -z "${DIRECTUS_BRIDGE_NO_APT:-}" && -z "${DIRECTUS_BRIDGE_PG_BIN:-}" ]] && command -v apt-get >/dev/null 2>&1
+}
+
+# ensure_pg: PG_BIN; as root, PostgreSQL 15 is installed with apt-get when
+# missing (check_prereqs said so); otherwise fail (it named the package).
 ensure_pg() {
-	PG_BIN="$(find_pg_bin)" || die "PostgreSQL 15 binaries not found (Debian/Ubuntu: apt-get install postgresql-15)"
+	PG_BIN="$(find_pg_bin)" && return 0
+	pg_apt_ok || die "PostgreSQL 15 binaries not found (Debian/Ubuntu: apt-get install postgresql-15)"
+	log "PostgreSQL not found: apt-get install postgresql-15 (or postgresql)"
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15 >&2 ||
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >&2
+	# The package starts a system cluster on port 5432; we do not use it and leave it as is.
+	PG_BIN="$(find_pg_bin)" || die "PostgreSQL still not found after apt-get"
 }
 
 as_pg() {
