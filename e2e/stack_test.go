@@ -70,6 +70,7 @@ var (
 type counts struct{ ran, failed, skipped int }
 
 func TestMain(m *testing.M) {
+	removeStaleBinaries(os.TempDir(), time.Hour)
 	stack, stackErr = loadStack()
 	inCI := os.Getenv("CI") != ""
 	if stackErr != nil && inCI {
@@ -231,4 +232,16 @@ func (is Issuer) token(t *testing.T, id, secret, scope, resource string) string 
 		t.Fatalf("token: status %d error %q", resp.StatusCode, out.Error)
 	}
 	return out.AccessToken
+}
+
+// removeStaleBinaries removes the folders of binaries that earlier runs
+// built and could not remove (a run stopped by -timeout skips TestMain's
+// clean-up): those older than age, so that a concurrent run keeps its own.
+func removeStaleBinaries(tmp string, age time.Duration) {
+	dirs, _ := filepath.Glob(filepath.Join(tmp, "directus-bridge-bin*"))
+	for _, d := range dirs {
+		if st, err := os.Stat(d); err == nil && st.IsDir() && time.Since(st.ModTime()) > age {
+			_ = os.RemoveAll(d)
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestStackScriptsCheck runs `stack.sh check` (the check every stack.sh
@@ -218,4 +219,29 @@ func filledCache(t *testing.T, pkgs ...string) string {
 		}
 	}
 	return cache
+}
+
+func TestRemoveStaleBinaries(t *testing.T) {
+	tmp := t.TempDir()
+	old, fresh, other := filepath.Join(tmp, "directus-bridge-bin1"), filepath.Join(tmp, "directus-bridge-bin2"), filepath.Join(tmp, "keep-me")
+	for _, d := range []string{old, fresh, other} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	past := time.Now().Add(-2 * time.Hour)
+	for _, d := range []string{old, other} {
+		if err := os.Chtimes(d, past, past); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removeStaleBinaries(tmp, time.Hour)
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Errorf("a stale binary folder was kept")
+	}
+	for _, d := range []string{fresh, other} {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("%s was removed: %v", d, err)
+		}
+	}
 }
