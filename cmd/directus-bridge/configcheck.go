@@ -473,6 +473,11 @@ func (ck *checker) mapping(n *yaml.Node, path string, field func(key *yaml.Node,
 	var addPairs func(m *yaml.Node, into *[]pair, depth int)
 	addPairs = func(m *yaml.Node, into *[]pair, depth int) {
 		for i := 0; i+1 < len(m.Content); i += 2 {
+			// A merged pair counts against maxNodes: merges of merges
+			// expand like aliases do.
+			if depth > 0 && !ck.enter(m.Content[i], path) {
+				return
+			}
 			k, v := target(m.Content[i]), m.Content[i+1]
 			if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
 				v := target(v)
@@ -485,6 +490,9 @@ func (ck *checker) mapping(n *yaml.Node, path string, field func(key *yaml.Node,
 					addPairs(v, &merged, depth+1)
 				case yaml.SequenceNode:
 					for _, e := range v.Content {
+						if !ck.enter(e, path) {
+							return
+						}
 						if e := target(e); e.Kind == yaml.MappingNode {
 							addPairs(e, &merged, depth+1)
 						} else {
