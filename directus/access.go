@@ -206,3 +206,30 @@ func (c *Client) AttachRolePolicy(ctx context.Context, role, policy string) (str
 	}
 	return out.ID, nil
 }
+
+// Grant is a directus_access row: a policy attached to a user or a role.
+type Grant struct {
+	ID   string
+	User string // "" for a role's row
+	Role string // "" for a user's row
+}
+
+// PolicyGrants lists the access rows that attach policy to users or roles.
+func (c *Client) PolicyGrants(ctx context.Context, policy string) ([]Grant, error) {
+	filter, _ := json.Marshal(map[string]any{"policy": map[string]any{"_eq": policy}})
+	var rows []struct {
+		ID   string  `json:"id"`
+		User *string `json:"user"`
+		Role *string `json:"role"`
+	}
+	err := c.do(ctx, request{op: "list_access", method: http.MethodGet, path: "/access",
+		query: url.Values{"fields": {"id,user,role"}, "filter": {string(filter)}, "limit": {"-1"}, "sort": {"id"}}, out: &rows})
+	if err != nil {
+		return nil, fmt.Errorf("directus: list access: %w", err)
+	}
+	out := make([]Grant, len(rows))
+	for i, r := range rows {
+		out[i] = Grant{ID: r.ID, User: deref(r.User), Role: deref(r.Role)}
+	}
+	return out, nil
+}

@@ -99,6 +99,8 @@ type UserFilter struct {
 	HasExternalIdentifier bool
 	// HasToken keeps users with (true) or without (false) a static token.
 	HasToken *bool
+	// Role keeps the users of this role (by id).
+	Role string
 }
 
 // userFields are the fields every user read asks for.
@@ -242,6 +244,9 @@ func (f UserFilter) json() string {
 	}
 	if f.HasExternalIdentifier {
 		and = append(and, map[string]any{"external_identifier": map[string]any{"_nnull": true}})
+	}
+	if f.Role != "" {
+		and = append(and, map[string]any{"role": map[string]any{"_eq": f.Role}})
 	}
 	if f.HasToken != nil {
 		op := "_null"

@@ -195,7 +195,36 @@ func (s *setup) run(ctx context.Context) int {
 	if err != nil && !errors.Is(err, directus.ErrNotFound) {
 		return s.fail(err)
 	}
-	newToken := !exists || !user.HasToken || s.rotate
+	if exists {
+		if what := notBridges(user); what != "" {
+			fmt.Fprintf(s.stderr, "setup: the user with the bridge's id %s is not the bridge's: it has %s; nothing was changed: delete that user, or choose another -name\n", userID, what)
+			return 1
+		}
+	}
+	// Giving the policy admin access, or attaching it to the role, gives
+	// admin access to whoever else holds them: refused.
+	grantPolicy := len(policies) == 1 && !policies[0].AdminAccess
+	grantRole := len(roles) == 1 && (len(policies) == 0 || grantPolicy || !contains(roles[0].Policies, policies[0].ID))
+	if grantPolicy || grantRole {
+		others, err := s.othersGranted(ctx, policies, roles, userID, grantPolicy)
+		if err != nil {
+			return s.fail(err)
+		}
+		if len(others) > 0 {
+			fmt.Fprintf(s.stderr, "setup: giving the bridge admin access through the policy and role %q would give it to %s too; nothing was changed: detach them, or choose another -name\n",
+				s.name, strings.Join(others, ", "))
+			return 1
+		}
+	}
+	bridgeRole := ""
+	if len(roles) == 1 {
+		bridgeRole = roles[0].ID
+	}
+	// A token is kept only when it already had admin access through the
+	// bridge's role: one that gains it now may be anyone's (a user planted
+	// at the bridge's id, a suspended user's leaked token).
+	gains := exists && (user.Role != bridgeRole || user.Status != "active" || grantPolicy || grantRole)
+	newToken := !exists || !user.HasToken || s.rotate || gains
 
 	// The token file: refused before any change when it would be
 	// overwritten without -rotate-token.
@@ -304,6 +333,8 @@ func (s *setup) run(ctx context.Context) int {
 			s.say("set a token for user %q (it has none)", s.name)
 		case s.rotate:
 			s.say("rotate the token of user %q (the old one stops working at once)", s.name)
+		case gains:
+			s.say("give user %q a new token: it gains admin access, which its old token does not get (the old one stops working at once)", s.name)
 		default:
 			fmt.Fprintf(s.stdout, "token of user %q: unchanged; Directus conceals it and cannot show it again (for a new one: setup -rotate-token)\n", s.name)
 		}
@@ -334,6 +365,76 @@ func (s *setup) run(ctx context.Context) int {
 		fmt.Fprintln(s.stderr, "setup: the token above is printed once and will not be shown again: Directus conceals it (use -token-file to keep it in a file)")
 	}
 	return 0
+}
+
+// notBridges says what the user at the bridge's id has that the bridge's
+// user never has ("" when nothing): it is someone else's.
+func notBridges(u directus.User) string {
+	var has []string
+	if u.Email != "" {
+		has = append(has, "an email (it may log in with a password)")
+	}
+	if u.ExternalIdentifier != "" {
+		has = append(has, "an external identifier (a machine user of the bridge, or an SSO login)")
+	}
+	if u.Provider != "" && u.Provider != "default" {
+		has = append(has, fmt.Sprintf("the auth provider %q", u.Provider))
+	}
+	return strings.Join(has, " and ")
+}
+
+// othersGranted lists who, besides the bridge's user, would gain admin
+// access: the users and roles holding the policy (when it gets admin
+// access), and the users of the bridge's role and the roles below it.
+func (s *setup) othersGranted(ctx context.Context, policies []directus.Policy, roles []directus.Role, userID string, grantPolicy bool) ([]string, error) {
+	all, err := s.dc.Roles(ctx)
+	if err != nil {
+		return nil, err
+	}
+	roleName := func(id string) string {
+		for _, r := range all {
+			if r.ID == id {
+				return fmt.Sprintf("role %q", r.Name)
+			}
+		}
+		return "role " + id
+	}
+	bridgeRole := ""
+	if len(roles) == 1 {
+		bridgeRole = roles[0].ID
+	}
+	var others []string
+	if grantPolicy {
+		grants, err := s.dc.PolicyGrants(ctx, policies[0].ID)
+		if err != nil {
+			return nil, err
+		}
+		for _, g := range grants {
+			switch {
+			case g.User != "" && g.User != userID:
+				others = append(others, "user "+g.User)
+			case g.Role != "" && g.Role != bridgeRole:
+				others = append(others, roleName(g.Role))
+			}
+		}
+	}
+	if bridgeRole != "" {
+		users, err := s.dc.ListUsers(ctx, directus.UserFilter{Role: bridgeRole}, -1, 0)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range users {
+			if u.ID != userID {
+				others = append(others, "user "+u.ID)
+			}
+		}
+		for _, r := range all {
+			if r.Parent == bridgeRole {
+				others = append(others, roleName(r.ID)+" (below the role)")
+			}
+		}
+	}
+	return others, nil
 }
 
 // roleName names a role id for a message: its name when it can be read.
