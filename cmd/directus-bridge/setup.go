@@ -346,9 +346,16 @@ func (s *setup) run(ctx context.Context) int {
 	fmt.Fprintf(s.stdout, "\ndirectus:\n  url: %s\n  token_env: %s\n\n", s.url, bridgeTokenEnv)
 	switch {
 	case !newToken:
-		if s.tokenFile != "" {
-			fmt.Fprintf(s.stdout, "token unchanged: %s left as it is\n", s.tokenFile)
+		if s.tokenFile == "" {
+			break
 		}
+		if _, err := os.Lstat(s.tokenFile); err != nil {
+			// E.g. the answer to the user's creation was lost: Directus
+			// holds a token that is nowhere else.
+			fmt.Fprintf(s.stderr, "setup: %s does not exist, and Directus conceals the user's token: give -rotate-token for a new one in it\n", s.tokenFile)
+			return 1
+		}
+		fmt.Fprintf(s.stdout, "token unchanged: %s left as it is\n", s.tokenFile)
 	case s.dry && s.tokenFile != "":
 		s.say("write the new token to %s (0600)", s.tokenFile)
 	case s.dry:

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"net/http"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/directus-bridge/directus-bridge/directus"
@@ -133,4 +136,46 @@ func TestSetupRefusesRoleOthersHave(t *testing.T) {
 		t.Fatalf("exit %d, %d writes; want 1, none\n%s%s", r.code, fake.Writes(), r.stdout, r.stderr)
 	}
 	mustContain(t, "stderr", r.stderr, "0b0b0b0b-0000-4000-8000-000000000001", `role "below"`, "nothing was changed")
+}
+
+// The answer to the user's creation is lost: Directus holds the token, the
+// file was never written. The next run must not report the file as kept.
+func TestSetupLostAnswerThenRerun(t *testing.T) {
+	fake := directustest.NewServer(t, directustest.Options{})
+	file := t.TempDir() + "/bridge.token"
+	var once sync.Once
+	fake.SetFault(func(r *http.Request) directustest.Fault {
+		f := directustest.Fault{}
+		if r.Method == http.MethodPost && r.URL.Path == "/users" {
+			once.Do(func() { f = directustest.Fault{Drop: true} })
+		}
+		return f
+	})
+	first := runSetup(t, fake, nil, "-token-file", file)
+	fake.SetFault(nil)
+	t.Logf("first run: exit %d\n%s%s", first.code, first.stdout, first.stderr)
+	if _, err := os.Stat(file); err == nil {
+		b, _ := os.ReadFile(file)
+		if got, err := myAccess(t, fake, strings.TrimSpace(string(b))); err != nil || !got.AdminAccess {
+			t.Fatalf("the token file's token does not work: %+v, %v", got, err)
+		}
+		return
+	}
+	if first.code == 0 {
+		t.Fatalf("first run: exit 0 and no token file")
+	}
+	r := runSetup(t, fake, nil, "-token-file", file)
+	if _, err := os.Stat(file); err != nil && r.code == 0 {
+		t.Errorf("rerun: exit 0 and %s does not exist:\n%s%s", file, r.stdout, r.stderr)
+	}
+	if _, err := os.Stat(file); err != nil && !strings.Contains(r.stderr, "-rotate-token") {
+		t.Errorf("rerun: no word of -rotate-token:\n%s%s", r.stdout, r.stderr)
+	}
+	if r := runSetup(t, fake, nil, "-token-file", file, "-rotate-token"); r.code != 0 {
+		t.Fatalf("rerun with -rotate-token: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	b, _ := os.ReadFile(file)
+	if got, err := myAccess(t, fake, strings.TrimSpace(string(b))); err != nil || !got.AdminAccess {
+		t.Errorf("after -rotate-token the file's token: %+v, %v", got, err)
+	}
 }
