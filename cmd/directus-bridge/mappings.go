@@ -202,6 +202,7 @@ func mappingsExplain(args []string, stdout, stderr io.Writer) int {
 	}
 	var m *bridge.Mapper
 	var warnings []string
+	var issuers []bridge.IssuerConfig
 	if *offline {
 		cfg, ok := loadForExplain(*path, stderr)
 		if !ok {
@@ -213,6 +214,7 @@ func mappingsExplain(args []string, stdout, stderr io.Writer) int {
 			return exitNoDecision
 		}
 		warnings = inputWarnings(cfg.Issuers, cfg.Rules, in)
+		issuers = cfg.Issuers
 	} else {
 		cfg, ok := loadOrReport(*path, stderr)
 		if !ok {
@@ -234,8 +236,40 @@ func mappingsExplain(args []string, stdout, stderr io.Writer) int {
 			return exitNoDecision
 		}
 		warnings = append(warnings, inputWarnings(cfg.Issuers, cfg.Rules, in)...)
+		issuers = cfg.Issuers
 	}
-	return explain(stdout, m, in, warnings...)
+	return explainAs(stdout, m, in, asToken(issuers, in), warnings...)
+}
+
+// asToken is in as the exchange sees a token with that issuer, client and
+// audience: the rules see every claim of the token, so a rule naming the
+// client claim (sub by default), aud or iss matches them as they are in
+// the token. A claim given with -claim wins.
+func asToken(issuers []bridge.IssuerConfig, in mapping.Input) mapping.Input {
+	claims := maps.Clone(in.Claims)
+	if claims == nil {
+		claims = map[string][]string{}
+	}
+	set := func(k, v string) {
+		if _, given := claims[k]; !given && v != "" {
+			claims[k] = []string{v}
+		}
+	}
+	clientClaim := "sub"
+	for _, is := range issuers {
+		if is.Name == in.Issuer {
+			if is.ClientClaim != "" {
+				clientClaim = is.ClientClaim
+			}
+			set("iss", is.Issuer)
+		}
+	}
+	set(clientClaim, in.Client)
+	if len(in.Audiences) == 1 {
+		set("aud", in.Audiences[0])
+	}
+	in.Claims = claims
+	return in
 }
 
 // loadForExplain reads the configuration for an offline explanation and
@@ -346,7 +380,13 @@ const offlineNote = "offline: role and policy names as written in the rules, not
 // policies (by name and id, or by name only from an offline Mapper), and
 // the scopes that counted.
 func explain(w io.Writer, m *bridge.Mapper, in mapping.Input, warnings ...string) int {
-	d := m.Evaluate(in)
+	return explainAs(w, m, in, in, warnings...)
+}
+
+// explainAs is explain printing in and deciding for eval (in as the
+// exchange sees it, see asToken).
+func explainAs(w io.Writer, m *bridge.Mapper, in, eval mapping.Input, warnings ...string) int {
+	d := m.Evaluate(eval)
 	scopes := append([]string(nil), in.Scopes...)
 	sort.Strings(scopes)
 	fmt.Fprintf(w, "input: issuer=%q client=%q scopes=%q", in.Issuer, in.Client, strings.Join(scopes, " "))
