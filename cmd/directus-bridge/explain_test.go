@@ -146,12 +146,12 @@ func TestExplainOfflineGolden(t *testing.T) {
 		{"offline-deny", []string{"-issuer", "auth0", "-client", "legacy-app", "-scopes", "items:read"}, 1},
 		{"offline-nomatch", []string{"-issuer", "auth0", "-client", "svc@clients", "-scopes", "items:write"}, 1},
 		{"offline-claim", []string{"-issuer", "supertokens", "-client", "svc", "-audience", "directus", "-claim", "team=core", "-claim", "team=ops-eu"}, 0},
-		{"offline-unknown-issuer", []string{"-issuer", "okta", "-client", "svc", "-scopes", "items:read"}, 0},
-		{"offline-issuer-url", []string{"-issuer", "https://example.eu.auth0.com/", "-client", "svc", "-scopes", "items:read"}, 0},
+		{"offline-unknown-issuer", []string{"-issuer", "okta", "-client", "svc", "-scopes", "items:read"}, 1},
+		{"offline-issuer-url", []string{"-issuer", "https://example.eu.auth0.com/", "-client", "svc", "-scopes", "items:read"}, 1},
 		{"offline-unknown-claim", []string{"-issuer", "auth0", "-client", "svc", "-scopes", "items:read", "-claim", "tenant=acme", "-claim", "scp=items:write"}, 0},
 		{"offline-unknown-scope", []string{"-issuer", "auth0", "-client", "svc", "-scopes", "items.read items:read"}, 0},
-		{"offline-audience", []string{"-issuer", "supertokens", "-client", "svc", "-audience", "https://api.example.com", "-scopes", "items:read"}, 0},
-		{"offline-no-client", []string{"-issuer", "auth0", "-scopes", "items:read"}, 0},
+		{"offline-audience", []string{"-issuer", "supertokens", "-client", "svc", "-audience", "https://api.example.com", "-scopes", "items:read"}, 1},
+		{"offline-no-client", []string{"-issuer", "auth0", "-scopes", "items:read"}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, errOut := runExplain(append([]string{"explain", "-offline", "-config", cfg}, tc.args...)...)

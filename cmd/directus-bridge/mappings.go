@@ -48,8 +48,10 @@ flags:
 const explainExitCodes = `
 exit codes:
   0  ALLOW: a rule grants a role
-  1  DENY: a deny rule matched, no rule matched, or the matching rule is
-     blocked (its role or a policy has admin access without allow_admin)
+  1  DENY: a deny rule matched, no rule matched, the matching rule is
+     blocked (its role or a policy has admin access without allow_admin),
+     or the bridge refuses such a token before any rule (an issuer that is
+     not configured, an audience it does not accept, no -client)
   2  usage error: a flag is missing or malformed
   3  no decision: the configuration is invalid, or Directus is unreachable
      or refuses the token or the rules (a role or policy does not exist)
@@ -203,6 +205,7 @@ func mappingsExplain(args []string, stdout, stderr io.Writer) int {
 	var m *bridge.Mapper
 	var warnings []string
 	var issuers []bridge.IssuerConfig
+	var refusal string // why the bridge refuses such a token before any rule
 	if *offline {
 		cfg, ok := loadForExplain(*path, stderr)
 		if !ok {
@@ -213,7 +216,7 @@ func mappingsExplain(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "%s: invalid:\n%v\n", *path, err) // validated above; kept for safety
 			return exitNoDecision
 		}
-		warnings = inputWarnings(cfg.Issuers, cfg.Rules, in)
+		warnings, refusal = inputWarnings(cfg.Issuers, cfg.Rules, in)
 		issuers = cfg.Issuers
 	} else {
 		cfg, ok := loadOrReport(*path, stderr)
@@ -235,10 +238,12 @@ func mappingsExplain(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "rules refused by Directus:\n%v\nno decision; to explain without checking names against Directus, add -offline\n", err)
 			return exitNoDecision
 		}
-		warnings = append(warnings, inputWarnings(cfg.Issuers, cfg.Rules, in)...)
+		var more []string
+		more, refusal = inputWarnings(cfg.Issuers, cfg.Rules, in)
+		warnings = append(warnings, more...)
 		issuers = cfg.Issuers
 	}
-	return explainAs(stdout, m, in, asToken(issuers, in), warnings...)
+	return explainAs(stdout, m, in, asToken(issuers, in), refusal, warnings...)
 }
 
 // asToken is in as the exchange sees a token with that issuer, client and
@@ -302,10 +307,16 @@ func explainProblems(ps []Problem) []Problem {
 // likely meant: an issuer that is not configured (its tokens are refused
 // before any rule), an audience its issuer does not accept (likewise), no
 // client id (likewise), and scopes and claims that no rule names (they
-// cannot change the decision).
-func inputWarnings(issuers []bridge.IssuerConfig, rules mapping.Rules, in mapping.Input) []string {
-	var out []string
+// cannot change the decision). refusal is the first reason the bridge
+// refuses such a token before any rule, "" when there is none.
+func inputWarnings(issuers []bridge.IssuerConfig, rules mapping.Rules, in mapping.Input) (out []string, refusal string) {
 	warn := func(format string, a ...any) { out = append(out, fmt.Sprintf(format, a...)) }
+	refuse := func(format string, a ...any) {
+		warn(format, a...)
+		if refusal == "" {
+			refusal = out[len(out)-1]
+		}
+	}
 	var is *bridge.IssuerConfig
 	var names []string
 	for i := range issuers {
@@ -320,9 +331,9 @@ func inputWarnings(issuers []bridge.IssuerConfig, rules mapping.Rules, in mappin
 	case is == nil:
 		byURL := slices.IndexFunc(issuers, func(c bridge.IssuerConfig) bool { return c.Issuer == in.Issuer })
 		if byURL >= 0 {
-			warn("issuer %q is not an issuer name but the issuer (iss) of %q: -issuer and rules use the name", in.Issuer, issuers[byURL].Name)
+			refuse("issuer %q is not an issuer name but the issuer (iss) of %q: -issuer and rules use the name", in.Issuer, issuers[byURL].Name)
 		} else {
-			warn("issuer %q is not configured (configured: %s): the bridge refuses its tokens before any rule", in.Issuer, strings.Join(names, ", "))
+			refuse("issuer %q is not configured (configured: %s): the bridge refuses its tokens before any rule", in.Issuer, strings.Join(names, ", "))
 		}
 	default:
 		if len(is.ScopeClaims) > 0 {
@@ -332,12 +343,12 @@ func inputWarnings(issuers []bridge.IssuerConfig, rules mapping.Rules, in mappin
 			clientClaim = is.ClientClaim
 		}
 		if len(in.Audiences) > 0 && !slices.ContainsFunc(in.Audiences, func(a string) bool { return slices.Contains(is.Audiences, a) }) {
-			warn("audience %q is not accepted by issuer %q (accepts: %s): the bridge refuses such a token before any rule",
+			refuse("audience %q is not accepted by issuer %q (accepts: %s): the bridge refuses such a token before any rule",
 				strings.Join(in.Audiences, " "), is.Name, strings.Join(is.Audiences, ", "))
 		}
 	}
 	if in.Client == "" {
-		warn("no -client: the bridge refuses a token without a client id (claim %s)", clientClaim)
+		refuse("no -client: the bridge refuses a token without a client id (claim %s)", clientClaim)
 	}
 	namedScopes, namedClaims := map[string]bool{}, map[string]bool{}
 	for _, r := range rules {
@@ -368,7 +379,7 @@ func inputWarnings(issuers []bridge.IssuerConfig, rules mapping.Rules, in mappin
 		}
 		warn("claim %q is named by no rule: it cannot change the decision%s", k, hint)
 	}
-	return out
+	return out, refusal
 }
 
 // offlineNote says, in an offline explanation, what was not checked.
@@ -380,12 +391,13 @@ const offlineNote = "offline: role and policy names as written in the rules, not
 // policies (by name and id, or by name only from an offline Mapper), and
 // the scopes that counted.
 func explain(w io.Writer, m *bridge.Mapper, in mapping.Input, warnings ...string) int {
-	return explainAs(w, m, in, in, warnings...)
+	return explainAs(w, m, in, in, "", warnings...)
 }
 
 // explainAs is explain printing in and deciding for eval (in as the
-// exchange sees it, see asToken).
-func explainAs(w io.Writer, m *bridge.Mapper, in, eval mapping.Input, warnings ...string) int {
+// exchange sees it, see asToken). A refusal (the bridge refuses such a
+// token before any rule) makes the decision DENY, whatever the rules say.
+func explainAs(w io.Writer, m *bridge.Mapper, in, eval mapping.Input, refusal string, warnings ...string) int {
 	d := m.Evaluate(eval)
 	scopes := append([]string(nil), in.Scopes...)
 	sort.Strings(scopes)
@@ -418,6 +430,9 @@ func explainAs(w io.Writer, m *bridge.Mapper, in, eval mapping.Input, warnings .
 		fmt.Fprintf(w, "  skipped %s\n", r)
 	}
 	switch {
+	case refusal != "":
+		fmt.Fprintf(w, "decision: DENY before any rule: %s\n", refusal)
+		return exitDeny
 	case !d.Matched:
 		fmt.Fprintln(w, "decision: DENY (no rule matched; deny by default)")
 		return exitDeny
