@@ -45,7 +45,12 @@ type Client struct {
 // request with token. It makes no request.
 func New(baseURL, token string, o Options) (*Client, error) {
 	u, err := url.Parse(baseURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	switch {
+	case err != nil:
+		return nil, errors.New("directus: the base URL does not parse: want an absolute http(s) URL")
+	case u.User != nil:
+		return nil, fmt.Errorf("directus: base URL of %s: must not hold credentials (user:password@): Directus is reached with a token", u.Host)
+	case (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 		return nil, fmt.Errorf("directus: base URL %q: want an absolute http(s) URL", baseURL)
 	}
 	if o.Timeout <= 0 {

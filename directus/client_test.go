@@ -37,3 +37,16 @@ func serve(t *testing.T, status int, body string) (*Client, *recorder) {
 	}
 	return c, rec
 }
+
+// A base URL holding credentials is refused, and the error never shows them.
+func TestNewRefusesCredentialsInURL(t *testing.T) {
+	for _, u := range []string{"https://admin:s3cret-pw@directus.example.com", "https://s3cret-pw@directus.example.com/", "ftp://admin:s3cret-pw@x"} {
+		_, err := New(u, "", Options{})
+		if err == nil {
+			t.Fatalf("New(%q) accepted credentials in the URL", u)
+		}
+		if strings.Contains(err.Error(), "s3cret-pw") {
+			t.Fatalf("the error shows the credentials: %v", err)
+		}
+	}
+}

@@ -205,7 +205,9 @@ func (c *Config) problems() []Problem {
 		}
 		bad(strings.TrimSuffix("limits."+key, "."), "%s", msg)
 	}
-	if u, err := url.Parse(c.Directus.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	if u, err := url.Parse(c.Directus.URL); err == nil && u.User != nil {
+		bad("directus.url", "must not hold credentials (user:password@ before %s): the bridge reaches Directus with the token of directus.token_env", capped(u.Host))
+	} else if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		bad("directus.url", "want an http(s) URL, got %q", capped(c.Directus.URL))
 	}
 	if os.Getenv(c.Directus.TokenEnv) == "" {

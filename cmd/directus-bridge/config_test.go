@@ -127,3 +127,25 @@ func TestUserIDMatchesNpmUUID(t *testing.T) {
 		}
 	}
 }
+
+// Credentials in directus.url are a problem, and the problem does not show them.
+func TestDirectusURLWithCredentials(t *testing.T) {
+	t.Setenv("DIRECTUS_BRIDGE_DIRECTUS_TOKEN", "x")
+	_, ps := checkConfig([]byte("directus: {url: 'https://admin:s3cret-pw@directus.example.com'}\n"))
+	for _, u := range []string{"https://s3cret-pw@directus.example.com"} {
+		_, more := checkConfig([]byte("directus: {url: '" + u + "'}\n"))
+		ps = append(ps, more...)
+	}
+	found := false
+	for _, p := range ps {
+		if strings.Contains(p.Error(), "s3cret-pw") {
+			t.Fatalf("a problem shows the credentials: %v", p)
+		}
+		if p.Path == "directus.url" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("credentials in directus.url are not a problem: %v", ps)
+	}
+}

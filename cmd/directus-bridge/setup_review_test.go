@@ -179,3 +179,16 @@ func TestSetupLostAnswerThenRerun(t *testing.T) {
 		t.Errorf("after -rotate-token the file's token: %+v, %v", got, err)
 	}
 }
+
+// Credentials in -directus are refused (exit 2), never printed.
+func TestSetupRefusesCredentialsInURL(t *testing.T) {
+	t.Setenv("DIRECTUS_ADMIN_TOKEN", "admintoken")
+	var out, errOut strings.Builder
+	code := run([]string{"setup", "-directus", "https://admin:s3cret-pw@directus.example.com"}, &out, &errOut)
+	if code != 2 {
+		t.Fatalf("exit %d, want 2", code)
+	}
+	if strings.Contains(out.String()+errOut.String(), "s3cret-pw") {
+		t.Fatalf("the password was printed:\n%s%s", out.String(), errOut.String())
+	}
+}
