@@ -80,6 +80,10 @@ func (r *Reconciler) TryRun(ctx context.Context, dryRun bool) (rep *Report, ran 
 // included: a reconcile of many thousand users takes minutes.
 const AdminRunTimeout = 30 * time.Minute
 
+// MaxAdminWaiting bounds the admin requests in progress (running or
+// waiting for the run in progress); past it a request gets 503 at once.
+const MaxAdminWaiting = 4
+
 // MinAdminTokenLength is the shortest admin token NewAdminServer accepts.
 const MinAdminTokenLength = 32
 
@@ -100,6 +104,7 @@ type AdminServer struct {
 	RunTimeout time.Duration
 
 	tokenHash [sha256.Size]byte // the token itself is not kept
+	waiting   atomic.Int32      // requests in Reconciler.Run
 }
 
 // NewAdminServer returns the admin API over r, accepting token (at least
@@ -189,12 +194,20 @@ func (a *AdminServer) serve(w http.ResponseWriter, r *http.Request) adminOutcome
 	if timeout <= 0 {
 		timeout = AdminRunTimeout
 	}
+	if n := a.waiting.Add(1); n > MaxAdminWaiting {
+		a.waiting.Add(-1)
+		o := adminError(w, http.StatusServiceUnavailable, "busy", "unavailable",
+			fmt.Sprintf("%d reconcile requests are in progress already: retry when they are done", MaxAdminWaiting), 30*time.Second)
+		o.attrs = attrs
+		return o
+	}
+	defer a.waiting.Add(-1)
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	rep, err := a.Reconciler.Run(ctx, dry)
 	if rep == nil {
 		o := adminError(w, http.StatusServiceUnavailable, "canceled", "unavailable",
-			"gave up waiting for the reconcile in progress", 5*time.Second)
+			"no reconcile ran: the request ended while waiting for the run in progress (the caller gave up, its time ran out, or the server is stopping)", 5*time.Second)
 		o.attrs = append(attrs, "err", err)
 		return o
 	}

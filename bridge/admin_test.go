@@ -357,3 +357,40 @@ func TestAdminUsesTheConfigurationInForce(t *testing.T) {
 		t.Errorf("Config() = %+v", rc)
 	}
 }
+
+// Requests waiting for a run in progress are bounded: past MaxAdminWaiting
+// the next gets 503 at once instead of holding a connection and a goroutine
+// for up to AdminRunTimeout.
+func TestAdminWaitingIsBounded(t *testing.T) {
+	a := newAdminHarness(t)
+	a.rec.sem <- struct{}{} // a run in progress
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			<-a.rec.sem
+		}
+	}
+	t.Cleanup(release)
+	done := make(chan adminAnswer, MaxAdminWaiting)
+	for range MaxAdminWaiting {
+		go func() { done <- a.call("POST", "/v1/reconcile?dry_run=true", testAdminToken, "") }()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for a.as.waiting.Load() < MaxAdminWaiting {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests waiting, want %d", a.as.waiting.Load(), MaxAdminWaiting)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	over := a.call("POST", "/v1/reconcile?dry_run=true", testAdminToken, "")
+	if over.Status != http.StatusServiceUnavailable || over.Header.Get("Retry-After") == "" {
+		t.Fatalf("request over the bound: %d (Retry-After %q), want 503 with Retry-After", over.Status, over.Header.Get("Retry-After"))
+	}
+	release()
+	for range MaxAdminWaiting {
+		if r := <-done; r.Status != http.StatusOK {
+			t.Fatalf("a waiting request got %d, want 200 once the run ended", r.Status)
+		}
+	}
+}
