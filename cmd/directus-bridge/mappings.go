@@ -267,6 +267,10 @@ func asToken(issuers []bridge.IssuerConfig, in mapping.Input) mapping.Input {
 				clientClaim = is.ClientClaim
 			}
 			set("iss", is.Issuer)
+			// A token the bridge accepts carries the required claims.
+			for _, k := range slices.Sorted(maps.Keys(is.RequiredClaims)) {
+				set(k, fmt.Sprint(is.RequiredClaims[k]))
+			}
 		}
 	}
 	set(clientClaim, in.Client)
@@ -341,6 +345,13 @@ func inputWarnings(issuers []bridge.IssuerConfig, rules mapping.Rules, in mappin
 		}
 		if is.ClientClaim != "" {
 			clientClaim = is.ClientClaim
+		}
+		for _, k := range slices.Sorted(maps.Keys(is.RequiredClaims)) {
+			want := fmt.Sprint(is.RequiredClaims[k])
+			if got, given := in.Claims[k]; given && !slices.Contains(got, want) {
+				refuse("claim %q is %q, but issuer %q requires %q: the bridge refuses such a token before any rule",
+					k, strings.Join(got, " "), is.Name, want)
+			}
 		}
 		if len(in.Audiences) > 0 && !slices.ContainsFunc(in.Audiences, func(a string) bool { return slices.Contains(is.Audiences, a) }) {
 			refuse("audience %q is not accepted by issuer %q (accepts: %s): the bridge refuses such a token before any rule",
