@@ -17,9 +17,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/directus-bridge/directus-bridge/bridge"
+	"github.com/directus-bridge/directus-bridge/bridge/state"
 	"github.com/directus-bridge/directus-bridge/directus"
 )
 
@@ -74,7 +74,7 @@ func reconcileCmd(args []string, stdout, stderr io.Writer) int {
 	log := newLogger(cfg.Log, stderr)
 	ex, store, err := newExchanger(ctx, cfg, log, nil, true)
 	if err != nil {
-		if errors.Is(err, bolterrors.ErrTimeout) {
+		if errors.Is(err, state.ErrHeld) {
 			err = lockedError(cfg, fellBack)
 		}
 		fmt.Fprintln(stderr, err)
