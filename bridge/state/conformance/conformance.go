@@ -37,6 +37,7 @@ func Run(t *testing.T, fresh func(t *testing.T) Opener) {
 		{"LoadWhileWriting", testLoadWhileWriting},
 		{"LargeBatch", testLargeBatch},
 		{"LoadError", testLoadError},
+		{"SameKeyTwice", testSameKeyTwice},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, fresh(t)) })
 	}
@@ -331,4 +332,18 @@ func testLoadError(t *testing.T, open Opener) {
 	if !errors.Is(err, stop) || calls != 1 {
 		t.Fatalf("Load after fn's error: err %v after %d calls, want stop after 1", err, calls)
 	}
+}
+
+// testSameKeyTwice: of a key given twice in one batch, the last value is
+// kept (PutAll takes any slice of records).
+func testSameKeyTwice(t *testing.T, open Opener) {
+	b := mustOpen(t, open)
+	defer closeIt(t, b)
+	err := b.Put(ctx(t), []state.Entry{
+		{Key: "a", Value: []byte("1")}, {Key: "b", Value: []byte("x")}, {Key: "a", Value: []byte("2")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	same(t, all(t, b), map[string][]byte{"a": []byte("2"), "b": []byte("x")})
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -185,18 +186,8 @@ func keysOf(t *testing.T, b *Backend) string {
 	if err := b.Load(t.Context(), func(k string, _ []byte) error { ks = append(ks, k); return nil }); err != nil {
 		t.Fatalf("load: %v", err)
 	}
-	sortStrings(ks)
+	slices.Sort(ks)
 	return strings.Join(ks, ",")
-}
-
-func sortStrings(s []string) {
-	for i := range s {
-		for j := i + 1; j < len(s); j++ {
-			if s[j] < s[i] {
-				s[i], s[j] = s[j], s[i]
-			}
-		}
-	}
 }
 
 func put(t *testing.T, b *Backend, keys ...string) error {
@@ -417,21 +408,6 @@ func TestHeldMessageNamesTheHolder(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("%q does not say %q", err, want)
 		}
-	}
-}
-
-func TestPutKeepsTheLastOfAKeyGivenTwice(t *testing.T) {
-	quick(t)
-	s := newSchemas(t)
-	b := mustOpen(t, s.fresh(t))
-	err := b.Put(t.Context(), []state.Entry{{Key: "a", Value: []byte("1")}, {Key: "b", Value: []byte("x")}, {Key: "a", Value: []byte("2")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]string{}
-	b.Load(t.Context(), func(k string, v []byte) error { got[k] = string(v); return nil })
-	if fmt.Sprint(got) != "map[a:2 b:x]" {
-		t.Fatalf("records %v", got)
 	}
 }
 
