@@ -199,7 +199,7 @@ func put(t *testing.T, b *Backend, keys ...string) error {
 	return b.Put(t.Context(), es)
 }
 
-func TestMigrate(t *testing.T) {
+func TestPGMigrate(t *testing.T) {
 	quick(t)
 	s := newSchemas(t)
 	t.Run("FromEmptyThenNoOp", func(t *testing.T) {
@@ -293,7 +293,7 @@ func kill(t *testing.T, s *schemas, b *Backend) {
 	}
 }
 
-func TestConnectionKilledThenRecovery(t *testing.T) {
+func TestPGConnectionKilledThenRecovery(t *testing.T) {
 	quick(t)
 	s := newSchemas(t)
 	dsn := s.fresh(t)
@@ -337,7 +337,7 @@ func TestConnectionKilledThenRecovery(t *testing.T) {
 	}
 }
 
-func TestTakeoverWhileDisconnected(t *testing.T) {
+func TestPGTakeoverWhileDisconnected(t *testing.T) {
 	quick(t)
 	s := newSchemas(t)
 	for _, stillOpen := range []bool{false, true} {
@@ -395,7 +395,7 @@ func TestTakeoverWhileDisconnected(t *testing.T) {
 	}
 }
 
-func TestHeldMessageNamesTheHolder(t *testing.T) {
+func TestPGHeldMessageNamesTheHolder(t *testing.T) {
 	quick(t)
 	s := newSchemas(t)
 	dsn := s.fresh(t)
@@ -428,7 +428,7 @@ func noPassword(t *testing.T, what string, err error) {
 	t.Logf("%s: %v", what, err)
 }
 
-func TestPasswordNeverInErrors(t *testing.T) {
+func TestPGPasswordNeverInErrors(t *testing.T) {
 	// Without a server: a malformed DSN, and a port nothing listens on.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
