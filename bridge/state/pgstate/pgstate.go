@@ -384,6 +384,9 @@ func (b *Backend) Close() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	// Unlocked before the connection goes, so that the next process need
+	// not wait for the server to end this session.
+	_, _ = b.conn.Exec(ctx, `SELECT pg_advisory_unlock(`+lockKey+`)`)
 	err := b.conn.Close(ctx)
 	b.conn = nil
 	return b.scrub(err)

@@ -28,7 +28,7 @@ const stackEnv = "DIRECTUS_BRIDGE_STACK"
 
 // testDSN returns the stack's DSN. Outside CI the test is skipped when
 // there is none; in CI (CI set) that is a failure.
-func testDSN(t *testing.T) string {
+func testDSN(t testing.TB) string {
 	t.Helper()
 	path := os.Getenv(stackEnv)
 	fail := t.Skipf
@@ -67,7 +67,7 @@ type schemas struct {
 	created []string
 }
 
-func newSchemas(t *testing.T) *schemas {
+func newSchemas(t testing.TB) *schemas {
 	t.Helper()
 	dsn := testDSN(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -93,7 +93,7 @@ func newSchemas(t *testing.T) *schemas {
 }
 
 // fresh creates an empty schema and returns the DSN that uses it.
-func (s *schemas) fresh(t *testing.T) string {
+func (s *schemas) fresh(t testing.TB) string {
 	t.Helper()
 	b := make([]byte, 6)
 	rand.Read(b)
@@ -118,7 +118,7 @@ func (s *schemas) exec(t *testing.T, sql string, args ...any) {
 }
 
 // withParam returns dsn (a URL) with a query parameter set.
-func withParam(t *testing.T, dsn, k, v string) string {
+func withParam(t testing.TB, dsn, k, v string) string {
 	u, err := url.Parse(dsn)
 	if err != nil {
 		t.Fatal("the stack's DSN is not a URL")
@@ -462,5 +462,45 @@ func TestPGPasswordNeverInErrors(t *testing.T) {
 	noPassword(t, "open of a database named like the password", err)
 	if !strings.Contains(err.Error(), "does not exist") {
 		t.Fatalf("not the server's refusal: %v", err)
+	}
+}
+
+// BenchmarkPGPut measures one write of one record, as an exchange makes
+// (records of 600 bytes, over 1000 keys).
+func BenchmarkPGPut(b *testing.B) {
+	be, err := Open(b.Context(), newSchemas(b).fresh(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer be.Close()
+	v := make([]byte, 600)
+	for i := 0; b.Loop(); i++ {
+		if err := be.Put(b.Context(), []state.Entry{{Key: fmt.Sprint("user-", i%1000), Value: v}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPGLoad measures loading 50,000 records of 600 bytes.
+func BenchmarkPGLoad(b *testing.B) {
+	be, err := Open(b.Context(), newSchemas(b).fresh(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer be.Close()
+	var es []state.Entry
+	for i := range 50000 {
+		es = append(es, state.Entry{Key: fmt.Sprint("user-", i), Value: make([]byte, 600)})
+	}
+	start := time.Now()
+	if err := be.Put(b.Context(), es); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("one Put of 50,000 records: %s", time.Since(start))
+	for b.Loop() {
+		n := 0
+		if err := be.Load(b.Context(), func(string, []byte) error { n++; return nil }); err != nil || n != 50000 {
+			b.Fatalf("load: %d records, %v", n, err)
+		}
 	}
 }
