@@ -14,6 +14,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/directus-bridge/directus-bridge/bridge"
+	"github.com/directus-bridge/directus-bridge/bridge/state/pgstate"
 	"github.com/directus-bridge/directus-bridge/mapping"
 )
 
@@ -244,8 +245,10 @@ func (c *Config) problems() []Problem {
 		if c.State.Path != "" {
 			bad("state.path", "is for state.driver bbolt; with postgres the state is in the database (remove it)")
 		}
-		if os.Getenv(c.State.DSNEnv) == "" {
+		if dsn := os.Getenv(c.State.DSNEnv); dsn == "" {
 			bad("state.dsn_env", "environment variable %s is not set (the PostgreSQL DSN, e.g. postgres://user:password@host:5432/database)", capped(c.State.DSNEnv))
+		} else if pgstate.CheckDSN(dsn) != nil {
+			bad("state.dsn_env", "environment variable %s does not hold a PostgreSQL DSN (want postgres://user:password@host:port/database?options, or key=value pairs)", capped(c.State.DSNEnv))
 		}
 		if os.Getenv(c.State.KeyEnv) == "" && c.State.KeyFile == "" {
 			bad("state.key_env", "environment variable %s is not set and state.key_file is not given: with postgres, one of them holds the key that seals tokens", capped(c.State.KeyEnv))

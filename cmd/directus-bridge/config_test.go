@@ -153,8 +153,13 @@ func TestStateDriver(t *testing.T) {
 			want: []string{"state.dsn_env: DIRECTUS_BRIDGE_STATE_DSN is not set", "state.key_env: DIRECTUS_BRIDGE_STATE_KEY is not set and state.key_file is not given"},
 		},
 		{
+			name: "postgres needs a DSN that parses", state: `{driver: postgres}`,
+			env:  map[string]string{"DIRECTUS_BRIDGE_STATE_DSN": "postgres://u:pw-in-a-bad-dsn@db:notaport/b", "DIRECTUS_BRIDGE_STATE_KEY": "k"},
+			want: []string{"state.dsn_env: DIRECTUS_BRIDGE_STATE_DSN does not hold a PostgreSQL DSN"},
+		},
+		{
 			name: "postgres has no path", state: `{driver: postgres, path: /var/lib/b/state.db}`,
-			env:  map[string]string{"DIRECTUS_BRIDGE_STATE_DSN": "x", "DIRECTUS_BRIDGE_STATE_KEY": "k"},
+			env:  map[string]string{"DIRECTUS_BRIDGE_STATE_DSN": "host=db dbname=b", "DIRECTUS_BRIDGE_STATE_KEY": "k"},
 			want: []string{"state.path: is for state.driver bbolt"},
 		},
 		{name: "unknown driver", state: `{driver: sqlite, path: /x}`, want: []string{`state.driver: want bbolt or postgres, got "sqlite"`}},
@@ -180,6 +185,11 @@ func TestStateDriver(t *testing.T) {
 				path, words, _ := strings.Cut(w, ": ")
 				if got[i].Path != path || !strings.Contains(got[i].Msg, words) {
 					t.Errorf("problem %d = %s: %s, want %s: ...%s...", i, got[i].Path, got[i].Msg, path, words)
+				}
+			}
+			for _, p := range got {
+				if strings.Contains(p.Msg, "pw-in-a-bad-dsn") {
+					t.Errorf("the DSN's password is in %s: %s", p.Path, p.Msg)
 				}
 			}
 			if c.State.KeyFile != tc.keyFile {

@@ -59,10 +59,9 @@ var _ state.Backend = (*Backend)(nil)
 // waiting up to HoldTimeout, creates or migrates the tables, and increments
 // the holder generation.
 func Open(ctx context.Context, dsn string) (*Backend, error) {
-	cfg, err := pgx.ParseConfig(dsn)
+	cfg, err := parseDSN(dsn)
 	if err != nil {
-		// pgx's message quotes the DSN (its password masked); ours does not.
-		return nil, errors.New("pgstate: the DSN does not parse (want postgres://user:password@host:port/database?options or key=value pairs)")
+		return nil, err
 	}
 	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
 		cfg.RuntimeParams["application_name"] = "directus-bridge"
@@ -94,6 +93,25 @@ func Open(ctx context.Context, dsn string) (*Backend, error) {
 	}
 	b.conn = conn
 	return b, nil
+}
+
+// errDSN: pgx's message quotes the DSN (its password masked); ours does
+// not quote it at all.
+var errDSN = errors.New("pgstate: the DSN does not parse (want postgres://user:password@host:port/database?options, or key=value pairs)")
+
+func parseDSN(dsn string) (*pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, errDSN
+	}
+	return cfg, nil
+}
+
+// CheckDSN reports whether dsn parses, without connecting (for the
+// configuration's validation); its error never quotes dsn.
+func CheckDSN(dsn string) error {
+	_, err := parseDSN(dsn)
+	return err
 }
 
 // secrets lists the forms in which password may appear in a message.
