@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -16,8 +17,8 @@ import (
 	"sync"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/directus-bridge/directus-bridge/bridge/state"
+	"github.com/directus-bridge/directus-bridge/bridge/state/boltstate"
 	"github.com/directus-bridge/directus-bridge/directus"
 )
 
@@ -171,9 +172,10 @@ func (r *Record) migrate() {
 	r.Format = recordFormat
 }
 
-// Store keeps records in memory and, when opened on a file, in a bbolt
-// database with every token sealed (AES-256-GCM, the user id as associated
-// data). Writes are synchronous; LastExchange updates from token reuse are
+// Store keeps records in memory and, when opened on a state.Backend (a
+// bbolt file by default), durably there, with every token sealed
+// (AES-256-GCM, the user id as associated data): a Backend never sees a
+// token. Writes are synchronous; LastExchange updates from token reuse are
 // batched and written by Flush, since losing one only makes a client look
 // idle a little earlier.
 type Store struct {
@@ -181,7 +183,7 @@ type Store struct {
 	mu    sync.RWMutex
 	recs  map[string]*Record
 	dirty map[string]bool
-	db    *bolt.DB
+	db    state.Backend // nil: nothing durable
 	aead  cipher.AEAD
 	in    *interner
 	rev   uint64
@@ -194,21 +196,52 @@ func newInterner() *interner {
 	return &interner{strs: map[string]string{}, slices: map[string][]string{}}
 }
 
-var (
-	bucket     = []byte("users")
-	metaBucket = []byte("meta")
-	cursorKey  = []byte("activity_cursor")
-)
+// cursorKey is the meta key of Watch's activity cursor.
+const cursorKey = "activity_cursor"
+
+// opTimeout bounds one operation on the Backend: a database that hangs
+// fails the exchange (503) instead of holding it.
+const opTimeout = 10 * time.Second
+
+func opCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), opTimeout)
+}
 
 // NewMemoryStore returns a Store that keeps nothing across restarts (tests).
 func NewMemoryStore() *Store {
 	return &Store{recs: map[string]*Record{}, dirty: map[string]bool{}, in: newInterner()}
 }
 
-// OpenStore opens (or creates) the state file at path with a 32-byte key.
+// OpenStore opens (or creates) the bbolt state file at path with a
+// 32-byte key.
 func OpenStore(path string, key []byte) (*Store, error) {
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	b, err := boltstate.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	s, err := NewStore(b, key)
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("%w (%s)", err, path)
+	}
+	return s, nil
+}
+
+func checkKey(key []byte) error {
 	if len(key) != 32 {
-		return nil, fmt.Errorf("state: key must be 32 bytes, got %d", len(key))
+		return fmt.Errorf("state: key must be 32 bytes, got %d", len(key))
+	}
+	return nil
+}
+
+// NewStore loads every record of b, opening their tokens with the 32-byte
+// key, and keeps them. The Store owns b from then on: Close closes it.
+func NewStore(b state.Backend, key []byte) (*Store, error) {
+	if err := checkKey(key); err != nil {
+		return nil, err
 	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
@@ -218,54 +251,34 @@ func OpenStore(path string, key []byte) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("state: %w", err)
-	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	s := &Store{recs: map[string]*Record{}, dirty: map[string]bool{}, db: b, aead: aead, in: newInterner()}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	v, ok, err := b.Meta(ctx, cursorKey)
 	if err != nil {
-		return nil, fmt.Errorf("state: open %s: %w", path, err)
+		return nil, fmt.Errorf("state: load: %w", err)
 	}
-	s := &Store{recs: map[string]*Record{}, dirty: map[string]bool{}, db: db, aead: aead, in: newInterner()}
-	err = db.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucketIfNotExists(metaBucket)
-		if err != nil {
-			return err
+	if ok {
+		if s.cursor, err = strconv.ParseInt(string(v), 10, 64); err != nil {
+			return nil, fmt.Errorf("state: load: activity cursor: %w", err)
 		}
-		if v := meta.Get(cursorKey); v != nil {
-			if s.cursor, err = strconv.ParseInt(string(v), 10, 64); err != nil {
-				return fmt.Errorf("activity cursor: %w", err)
-			}
-			s.hasCursor = true
+		s.hasCursor = true
+	}
+	err = b.Load(ctx, func(k string, v []byte) error {
+		r := &Record{}
+		if err := json.Unmarshal(v, r); err != nil {
+			return fmt.Errorf("record %s: %w", k, err)
 		}
-		b, err := tx.CreateBucketIfNotExists(bucket)
-		if err != nil {
-			return err
+		if err := s.unseal(r); err != nil {
+			return fmt.Errorf("record %s: %w", k, err)
 		}
-		return b.ForEach(func(k, v []byte) error {
-			r := &Record{}
-			if err := json.Unmarshal(v, r); err != nil {
-				return fmt.Errorf("record %s: %w", k, err)
-			}
-			if err := s.unseal(r); err != nil {
-				return fmt.Errorf("record %s: %w", k, err)
-			}
-			r.migrate()
-			s.in.record(r)
-			s.recs[r.UserID] = r
-			return nil
-		})
+		r.migrate()
+		s.in.record(r)
+		s.recs[r.UserID] = r
+		return nil
 	})
 	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("state: load %s: %w", path, err)
-	}
-	// Loading touched every page of the memory-mapped file; reopening drops
-	// them from the process's resident memory (writes touch only a few).
-	if err := db.Close(); err != nil {
-		return nil, fmt.Errorf("state: %w", err)
-	}
-	if s.db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second}); err != nil {
-		return nil, fmt.Errorf("state: reopen %s: %w", path, err)
+		return nil, fmt.Errorf("state: load: %w", err)
 	}
 	return s, nil
 }
@@ -388,20 +401,17 @@ func (s *Store) PutAll(rs []Record) error {
 // putAll is PutAll with s.wmu held.
 func (s *Store) putAll(rs []Record) error {
 	if s.db != nil {
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			b := tx.Bucket(bucket)
-			for i := range rs {
-				v, err := s.encode(&rs[i])
-				if err != nil {
-					return err
-				}
-				if err := b.Put([]byte(rs[i].UserID), v); err != nil {
-					return err
-				}
+		es := make([]state.Entry, len(rs))
+		for i := range rs {
+			v, err := s.encode(&rs[i])
+			if err != nil {
+				return fmt.Errorf("state: write: %w", err)
 			}
-			return nil
-		})
-		if err != nil {
+			es[i] = state.Entry{Key: rs[i].UserID, Value: v}
+		}
+		ctx, cancel := opCtx()
+		defer cancel()
+		if err := s.db.Put(ctx, es); err != nil {
 			return fmt.Errorf("state: write: %w", err)
 		}
 	}
@@ -425,8 +435,9 @@ func (s *Store) Delete(userID string) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.db != nil {
-		err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Delete([]byte(userID)) })
-		if err != nil {
+		ctx, cancel := opCtx()
+		defer cancel()
+		if err := s.db.Delete(ctx, userID); err != nil {
 			return fmt.Errorf("state: delete: %w", err)
 		}
 	}
@@ -505,10 +516,9 @@ func (s *Store) Cursor() (int64, bool) {
 // SetCursor stores Watch's position durably.
 func (s *Store) SetCursor(c int64) error {
 	if s.db != nil {
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			return tx.Bucket(metaBucket).Put(cursorKey, []byte(strconv.FormatInt(c, 10)))
-		})
-		if err != nil {
+		ctx, cancel := opCtx()
+		defer cancel()
+		if err := s.db.SetMeta(ctx, cursorKey, []byte(strconv.FormatInt(c, 10))); err != nil {
 			return fmt.Errorf("state: write cursor: %w", err)
 		}
 	}
@@ -566,7 +576,7 @@ func (s *Store) Len() int {
 	return len(s.recs)
 }
 
-// Close flushes and closes the state file.
+// Close flushes and closes the Backend.
 func (s *Store) Close() error {
 	err := s.Flush()
 	if s.db != nil {

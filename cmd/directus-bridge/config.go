@@ -14,6 +14,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/directus-bridge/directus-bridge/bridge"
+	"github.com/directus-bridge/directus-bridge/bridge/state/pgstate"
 	"github.com/directus-bridge/directus-bridge/mapping"
 )
 
@@ -74,16 +75,28 @@ type DirectusConfig struct {
 
 // StateConfig says where the bridge keeps its state.
 type StateConfig struct {
-	// Path of the state file (bbolt).
+	// Driver is bbolt (a local file, the default) or postgres.
+	Driver string `yaml:"driver"`
+	// Path of the state file (bbolt only).
 	Path string `yaml:"path"`
+	// DSNEnv names the environment variable with the PostgreSQL DSN
+	// (postgres only; default DIRECTUS_BRIDGE_STATE_DSN). The DSN holds a
+	// password: it is never read from the file.
+	DSNEnv string `yaml:"dsn_env"`
 	// KeyEnv names the environment variable with the base64 32-byte key that
-	// seals tokens in the state file (default DIRECTUS_BRIDGE_STATE_KEY).
+	// seals tokens in the state (default DIRECTUS_BRIDGE_STATE_KEY).
 	// When it is unset, KeyFile is used.
 	KeyEnv string `yaml:"key_env"`
 	// KeyFile holds the key; created (0600) with a random key when missing
-	// (default Path + ".key").
+	// (default Path + ".key" with bbolt; no default with postgres).
 	KeyFile string `yaml:"key_file"`
 }
+
+// State drivers.
+const (
+	driverBbolt    = "bbolt"
+	driverPostgres = "postgres"
+)
 
 // TLSConfig names a certificate and key in PEM files.
 type TLSConfig struct {
@@ -131,7 +144,13 @@ func (c *Config) setDefaults() {
 	if c.State.KeyEnv == "" {
 		c.State.KeyEnv = "DIRECTUS_BRIDGE_STATE_KEY"
 	}
-	if c.State.KeyFile == "" && c.State.Path != "" {
+	if c.State.Driver == "" {
+		c.State.Driver = driverBbolt
+	}
+	if c.State.DSNEnv == "" {
+		c.State.DSNEnv = "DIRECTUS_BRIDGE_STATE_DSN"
+	}
+	if c.State.KeyFile == "" && c.State.Path != "" && c.State.Driver == driverBbolt {
 		c.State.KeyFile = c.State.Path + ".key"
 	}
 	c.Reconcile.SetDefaults()
@@ -219,8 +238,25 @@ func (c *Config) problems() []Problem {
 	if c.Directus.Retries < -1 || c.Directus.Retries > 10 {
 		bad("directus.retries", "must be between -1 and 10, got %d", c.Directus.Retries)
 	}
-	if c.State.Path == "" {
-		bad("state.path", "required")
+	switch c.State.Driver {
+	case driverBbolt:
+		if c.State.Path == "" {
+			bad("state.path", "required")
+		}
+	case driverPostgres:
+		if c.State.Path != "" {
+			bad("state.path", "is for state.driver bbolt; with postgres the state is in the database (remove it)")
+		}
+		if dsn := os.Getenv(c.State.DSNEnv); dsn == "" {
+			bad("state.dsn_env", "environment variable %s is not set (the PostgreSQL DSN, e.g. postgres://user:password@host:5432/database)", capped(c.State.DSNEnv))
+		} else if pgstate.CheckDSN(dsn) != nil {
+			bad("state.dsn_env", "environment variable %s does not hold a PostgreSQL DSN (want postgres://user:password@host:port/database?options, or key=value pairs)", capped(c.State.DSNEnv))
+		}
+		if os.Getenv(c.State.KeyEnv) == "" && c.State.KeyFile == "" {
+			bad("state.key_env", "environment variable %s is not set and state.key_file is not given: with postgres, one of them holds the key that seals tokens", capped(c.State.KeyEnv))
+		}
+	default:
+		bad("state.driver", "want bbolt or postgres, got %q", capped(c.State.Driver))
 	}
 	if c.Tokens.TTL < 0 || (c.Tokens.TTL != 0 && c.Tokens.TTL.D() < time.Second) || c.Tokens.TTL.D() > 24*time.Hour {
 		bad("tokens.ttl", "must be between 1s and 24h, got %s", c.Tokens.TTL)

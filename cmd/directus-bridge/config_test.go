@@ -1,6 +1,9 @@
 package main
 
 import (
+	"encoding/base64"
+	"log/slog"
+	"net"
 	"os"
 	"reflect"
 	"strings"
@@ -147,5 +150,102 @@ func TestDirectusURLWithCredentials(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("credentials in directus.url are not a problem: %v", ps)
+	}
+}
+
+func TestStateDriver(t *testing.T) {
+	for _, tc := range []struct {
+		name, state string
+		env         map[string]string
+		want        []string // "path: words" of each state problem, in order
+		keyFile     string   // state.key_file after the defaults
+	}{
+		{name: "bbolt by default", state: `{path: /var/lib/b/state.db}`, keyFile: "/var/lib/b/state.db.key"},
+		{name: "bbolt needs a path", state: `{driver: bbolt}`, want: []string{"state.path: required"}},
+		{
+			name: "postgres", state: `{driver: postgres}`,
+			env: map[string]string{"DIRECTUS_BRIDGE_STATE_DSN": "postgres://u:p@db/b", "DIRECTUS_BRIDGE_STATE_KEY": "k"},
+		},
+		{
+			name: "postgres with another variable and a key file", state: `{driver: postgres, dsn_env: MY_DSN, key_file: /etc/b/key}`,
+			env: map[string]string{"MY_DSN": "postgres://u:p@db/b"}, keyFile: "/etc/b/key",
+		},
+		{
+			name: "postgres needs the DSN and a key", state: `{driver: postgres}`,
+			want: []string{"state.dsn_env: DIRECTUS_BRIDGE_STATE_DSN is not set", "state.key_env: DIRECTUS_BRIDGE_STATE_KEY is not set and state.key_file is not given"},
+		},
+		{
+			name: "postgres needs a DSN that parses", state: `{driver: postgres}`,
+			env:  map[string]string{"DIRECTUS_BRIDGE_STATE_DSN": "postgres://u:pw-in-a-bad-dsn@db:notaport/b", "DIRECTUS_BRIDGE_STATE_KEY": "k"},
+			want: []string{"state.dsn_env: DIRECTUS_BRIDGE_STATE_DSN does not hold a PostgreSQL DSN"},
+		},
+		{
+			name: "postgres has no path", state: `{driver: postgres, path: /var/lib/b/state.db}`,
+			env:  map[string]string{"DIRECTUS_BRIDGE_STATE_DSN": "host=db dbname=b", "DIRECTUS_BRIDGE_STATE_KEY": "k"},
+			want: []string{"state.path: is for state.driver bbolt"},
+		},
+		{name: "unknown driver", state: `{driver: sqlite, path: /x}`, want: []string{`state.driver: want bbolt or postgres, got "sqlite"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, k := range []string{"DIRECTUS_BRIDGE_STATE_DSN", "DIRECTUS_BRIDGE_STATE_KEY", "MY_DSN"} {
+				t.Setenv(k, tc.env[k])
+			}
+			c, err := ParseConfig([]byte("state: " + tc.state + "\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []Problem
+			for _, p := range c.problems() {
+				if strings.HasPrefix(p.Path, "state") {
+					got = append(got, p)
+				}
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("state problems %v, want %v", got, tc.want)
+			}
+			for i, w := range tc.want {
+				path, words, _ := strings.Cut(w, ": ")
+				if got[i].Path != path || !strings.Contains(got[i].Msg, words) {
+					t.Errorf("problem %d = %s: %s, want %s: ...%s...", i, got[i].Path, got[i].Msg, path, words)
+				}
+			}
+			for _, p := range got {
+				if strings.Contains(p.Msg, "pw-in-a-bad-dsn") {
+					t.Errorf("the DSN's password is in %s: %s", p.Path, p.Msg)
+				}
+			}
+			if c.State.KeyFile != tc.keyFile {
+				t.Errorf("key_file %q, want %q", c.State.KeyFile, tc.keyFile)
+			}
+		})
+	}
+}
+
+func TestStateDSNNeverInTheConfigFile(t *testing.T) {
+	if _, err := ParseConfig([]byte("state: {driver: postgres, dsn: postgres://u:p@db/b}\n")); err == nil || !strings.Contains(err.Error(), "dsn") {
+		t.Fatalf("a DSN in the file: %v, want an unknown key", err)
+	}
+}
+
+func TestPostgresStateOpenErrorHidesThePassword(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	const pw = "pw-Zr81-secret"
+	t.Setenv("DIRECTUS_BRIDGE_STATE_DSN", "postgres://bridge:"+pw+"@"+addr+"/bridge?sslmode=disable")
+	t.Setenv("DIRECTUS_BRIDGE_STATE_KEY", base64.StdEncoding.EncodeToString(make([]byte, 32)))
+	c, err := ParseConfig([]byte("state: {driver: postgres}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = newExchanger(t.Context(), c, slog.New(slog.DiscardHandler), nil, false)
+	if err == nil {
+		t.Fatal("opened a state on a closed port")
+	}
+	if strings.Contains(err.Error(), pw) || !strings.Contains(err.Error(), "DIRECTUS_BRIDGE_STATE_DSN") || !strings.Contains(err.Error(), "connect") {
+		t.Fatalf("error %q: want the variable's name and the cause, never the password", err)
 	}
 }

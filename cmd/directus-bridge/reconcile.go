@@ -17,9 +17,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/directus-bridge/directus-bridge/bridge"
+	"github.com/directus-bridge/directus-bridge/bridge/state"
+	"github.com/directus-bridge/directus-bridge/bridge/state/pgstate"
 	"github.com/directus-bridge/directus-bridge/directus"
 )
 
@@ -74,7 +75,7 @@ func reconcileCmd(args []string, stdout, stderr io.Writer) int {
 	log := newLogger(cfg.Log, stderr)
 	ex, store, err := newExchanger(ctx, cfg, log, nil, true)
 	if err != nil {
-		if errors.Is(err, bolterrors.ErrTimeout) {
+		if errors.Is(err, state.ErrHeld) {
 			err = lockedError(cfg, fellBack)
 		}
 		fmt.Fprintln(stderr, err)
@@ -175,9 +176,23 @@ func newExchanger(ctx context.Context, cfg *Config, log *slog.Logger, reg promet
 	if err != nil {
 		return nil, nil, err
 	}
-	store, err := bridge.OpenStore(cfg.State.Path, key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w (is a bridge already running on this state file?)", err)
+	var store *bridge.Store
+	switch cfg.State.Driver {
+	case driverPostgres:
+		octx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		b, err := pgstate.Open(octx, os.Getenv(cfg.State.DSNEnv))
+		if err != nil {
+			return nil, nil, fmt.Errorf("state (postgres, DSN from %s): %w", cfg.State.DSNEnv, err)
+		}
+		if store, err = bridge.NewStore(b, key); err != nil {
+			b.Close()
+			return nil, nil, fmt.Errorf("state (postgres): %w", err)
+		}
+	default:
+		if store, err = bridge.OpenStore(cfg.State.Path, key); err != nil {
+			return nil, nil, fmt.Errorf("%w (is a bridge already running on this state file?)", err)
+		}
 	}
 	var metrics *bridge.Metrics
 	if reg != nil {

@@ -501,6 +501,14 @@ pg_up() {
 	as_pg "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
 		-c "ALTER USER postgres PASSWORD 'postgres'" -c "CREATE DATABASE directus" >>"$DIR/pg/pg_ctl.log" 2>&1 ||
 		{ tail_log "$DIR/pg/pg_ctl.log"; die "CREATE DATABASE failed"; }
+	# The bridge's own state database (state.driver: postgres), owned by a role of its own.
+	local bridge_pw
+	bridge_pw="$(rand_hex 16)"
+	write_env "$DIR/pg-bridge.env" "BRIDGE_DSN=postgres://directus_bridge:$bridge_pw@127.0.0.1:$port/directus_bridge?sslmode=disable"
+	as_pg "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+		-c "CREATE ROLE directus_bridge LOGIN PASSWORD '$bridge_pw'" \
+		-c "CREATE DATABASE directus_bridge OWNER directus_bridge" >>"$DIR/pg/pg_ctl.log" 2>&1 ||
+		{ tail_log "$DIR/pg/pg_ctl.log"; die "CREATE DATABASE directus_bridge failed"; }
 	log "postgres: up on 127.0.0.1:$port in $(elapsed "$t0")"
 }
 
@@ -656,15 +664,16 @@ idp_stop() {
 # ---------------------------------------------------------------- stack
 
 write_stack_json() {
-	local idpfile="" name args=()
+	local idpfile="" name args=() pgdsn=""
 	[[ -f "$DIR/idp/idp.json" ]] && idpfile="$DIR/idp/idp.json"
+	has_component "$D12" && [[ -f "$DIR/pg-bridge.env" ]] && pgdsn="$(env_get "$DIR/pg-bridge.env" BRIDGE_DSN)"
 	for name in $(directus_components); do
 		args+=("$name" "$(env_get "$DIR/$name/env" PUBLIC_URL)" "$(env_get "$DIR/$name/env" ADMIN_TOKEN)"
 			"$(env_get "$DIR/$name/env" ADMIN_EMAIL)" "$(env_get "$DIR/$name/env" ADMIN_PASSWORD)")
 	done
 	"$NODE" -e '
 const fs = require("fs");
-const [dir, script, idpfile, ...a] = process.argv.slice(1);
+const [dir, script, idpfile, pgdsn, ...a] = process.argv.slice(1);
 const known = { "directus12-postgres": ["12.4.0", "postgres"], "directus11-sqlite": ["11.17.4", "sqlite"] };
 const directus = [];
 for (let i = 0; i < a.length; i += 5) {
@@ -678,7 +687,8 @@ const out = {
   stack_script: script,
   dir,
 };
-process.stdout.write(JSON.stringify(out, null, 2) + "\n");' "$DIR" "$SCRIPT_PATH" "$idpfile" "${args[@]}" >"$DIR/stack.json.tmp"
+if (pgdsn) out.postgres = { dsn: pgdsn }; // the state database of the bridge (with directus12-postgres only)
+process.stdout.write(JSON.stringify(out, null, 2) + "\n");' "$DIR" "$SCRIPT_PATH" "$idpfile" "$pgdsn" "${args[@]}" >"$DIR/stack.json.tmp"
 	chmod 644 "$DIR/stack.json.tmp"
 	mv "$DIR/stack.json.tmp" "$DIR/stack.json"
 }

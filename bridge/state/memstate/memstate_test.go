@@ -1,0 +1,12 @@
+package memstate_test
+
+import (
+	"testing"
+
+	"github.com/directus-bridge/directus-bridge/bridge/state/conformance"
+	"github.com/directus-bridge/directus-bridge/bridge/state/memstate"
+)
+
+func TestConformance(t *testing.T) {
+	conformance.Run(t, func(t *testing.T) conformance.Opener { return memstate.New().Open })
+}
