@@ -184,7 +184,10 @@ type Store struct {
 	recs  map[string]*Record
 	dirty map[string]bool
 	db    state.Backend // nil: nothing durable
-	aead  cipher.AEAD
+	aeads []cipher.AEAD // the first seals, every one opens
+	// older are the records an older key than the first sealed (read so
+	// at load, not rewritten since): what Reseal rewrites.
+	older map[string]bool
 	in    *interner
 	rev   uint64
 	// cursor is Watch's position in the Directus activity log.
@@ -212,17 +215,17 @@ func NewMemoryStore() *Store {
 	return &Store{recs: map[string]*Record{}, dirty: map[string]bool{}, in: newInterner()}
 }
 
-// OpenStore opens (or creates) the bbolt state file at path with a
-// 32-byte key.
-func OpenStore(path string, key []byte) (*Store, error) {
-	if err := checkKey(key); err != nil {
+// OpenStore opens (or creates) the bbolt state file at path with 32-byte
+// keys: the first seals, every one opens (see NewStore).
+func OpenStore(path string, keys ...[]byte) (*Store, error) {
+	if err := checkKeys(keys); err != nil {
 		return nil, err
 	}
 	b, err := boltstate.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	s, err := NewStore(b, key)
+	s, err := NewStore(b, keys...)
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("%w (%s)", err, path)
@@ -230,28 +233,44 @@ func OpenStore(path string, key []byte) (*Store, error) {
 	return s, nil
 }
 
-func checkKey(key []byte) error {
-	if len(key) != 32 {
-		return fmt.Errorf("state: key must be 32 bytes, got %d", len(key))
+func checkKeys(keys [][]byte) error {
+	if len(keys) == 0 {
+		return errors.New("state: a key is required")
+	}
+	for i, k := range keys {
+		if len(k) != 32 {
+			return fmt.Errorf("state: key %d must be 32 bytes, got %d", i+1, len(k))
+		}
+		for j := range i {
+			if string(keys[j]) == string(k) {
+				return fmt.Errorf("state: key %d is key %d again", i+1, j+1)
+			}
+		}
 	}
 	return nil
 }
 
-// NewStore loads every record of b, opening their tokens with the 32-byte
-// key, and keeps them. The Store owns b from then on: Close closes it.
-func NewStore(b state.Backend, key []byte) (*Store, error) {
-	if err := checkKey(key); err != nil {
+// NewStore loads every record of b and keeps them. Tokens are sealed with
+// the first of the 32-byte keys and opened with whichever key sealed them:
+// to rotate the key, put a new one first and keep the old ones until
+// Reseal has rewritten what they sealed (SealedByOlderKeys is then 0). The
+// Store owns b from then on: Close closes it.
+func NewStore(b state.Backend, keys ...[]byte) (*Store, error) {
+	if err := checkKeys(keys); err != nil {
 		return nil, err
 	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, fmt.Errorf("state: %w", err)
+	s := &Store{recs: map[string]*Record{}, dirty: map[string]bool{}, db: b, in: newInterner(), older: map[string]bool{}}
+	for _, key := range keys {
+		block, err := aes.NewCipher(key)
+		if err != nil {
+			return nil, fmt.Errorf("state: %w", err)
+		}
+		aead, err := cipher.NewGCM(block)
+		if err != nil {
+			return nil, fmt.Errorf("state: %w", err)
+		}
+		s.aeads = append(s.aeads, aead)
 	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, fmt.Errorf("state: %w", err)
-	}
-	s := &Store{recs: map[string]*Record{}, dirty: map[string]bool{}, db: b, aead: aead, in: newInterner()}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	v, ok, err := b.Meta(ctx, cursorKey)
@@ -269,8 +288,12 @@ func NewStore(b state.Backend, key []byte) (*Store, error) {
 		if err := json.Unmarshal(v, r); err != nil {
 			return fmt.Errorf("record %s: %w", k, err)
 		}
-		if err := s.unseal(r); err != nil {
+		older, err := s.unseal(r)
+		if err != nil {
 			return fmt.Errorf("record %s: %w", k, err)
+		}
+		if older {
+			s.older[r.UserID] = true
 		}
 		r.migrate()
 		s.in.record(r)
@@ -283,16 +306,23 @@ func NewStore(b state.Backend, key []byte) (*Store, error) {
 	return s, nil
 }
 
-// LoadKey returns the state key: from env (base64 of 32 bytes) when set,
-// else from keyFile, which is created with a random key (mode 0600) when it
-// does not exist.
+// LoadKey returns the sealing key (the first of LoadKeys).
 func LoadKey(envValue, keyFile string) ([]byte, error) {
+	keys, err := LoadKeys(envValue, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return keys[0], nil
+}
+
+// LoadKeys returns the state keys, the sealing key first: from env when set
+// (base64 of 32 bytes each, separated by commas or white space), else from
+// keyFile (one a line), which is created with a random key (mode 0600)
+// when it does not exist. An error names a key by its position, never by
+// its value.
+func LoadKeys(envValue, keyFile string) ([][]byte, error) {
 	if envValue != "" {
-		k, err := base64.StdEncoding.DecodeString(envValue)
-		if err != nil || len(k) != 32 {
-			return nil, errors.New("state: the state key must be the base64 encoding of 32 bytes")
-		}
-		return k, nil
+		return parseKeys(envValue, "the state key")
 	}
 	b, err := os.ReadFile(keyFile)
 	if errors.Is(err, os.ErrNotExist) {
@@ -314,16 +344,32 @@ func LoadKey(envValue, keyFile string) ([]byte, error) {
 		if werr != nil {
 			return nil, fmt.Errorf("state: write key file: %w", werr)
 		}
-		return k, nil
+		return [][]byte{k}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("state: read key file: %w", err)
 	}
-	k, err := base64.StdEncoding.DecodeString(string(trimSpace(b)))
-	if err != nil || len(k) != 32 {
-		return nil, fmt.Errorf("state: key file %s does not hold base64 of 32 bytes", keyFile)
+	return parseKeys(string(b), "key file "+keyFile)
+}
+
+// parseKeys decodes base64 keys separated by commas or white space.
+func parseKeys(s, from string) ([][]byte, error) {
+	fields := strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r' })
+	if len(fields) == 0 {
+		return nil, fmt.Errorf("state: %s holds no key", from)
 	}
-	return k, nil
+	keys := make([][]byte, len(fields))
+	for i, f := range fields {
+		k, err := base64.StdEncoding.DecodeString(f)
+		if err != nil || len(k) != 32 {
+			return nil, fmt.Errorf("state: %s: key %d is not the base64 encoding of 32 bytes", from, i+1)
+		}
+		keys[i] = k
+	}
+	if err := checkKeys(keys); err != nil {
+		return nil, fmt.Errorf("%w (%s)", err, from)
+	}
+	return keys, nil
 }
 
 func trimSpace(b []byte) []byte {
@@ -425,6 +471,7 @@ func (s *Store) putAll(rs []Record) error {
 		c.rev = s.rev
 		s.recs[c.UserID] = &c
 		delete(s.dirty, c.UserID)
+		delete(s.older, c.UserID)
 	}
 	return nil
 }
@@ -445,6 +492,7 @@ func (s *Store) Delete(userID string) error {
 	defer s.mu.Unlock()
 	delete(s.recs, userID)
 	delete(s.dirty, userID)
+	delete(s.older, userID)
 	return nil
 }
 
@@ -469,41 +517,75 @@ func (s *Store) seal(userID, token string) ([]byte, error) {
 	if token == "" {
 		return nil, nil
 	}
-	nonce := make([]byte, s.aead.NonceSize())
+	aead := s.aeads[0]
+	nonce := make([]byte, aead.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, err
 	}
-	return s.aead.Seal(nonce, nonce, []byte(token), []byte(userID)), nil
+	return aead.Seal(nonce, nonce, []byte(token), []byte(userID)), nil
 }
 
 // unseal decrypts the tokens of a record read from the file.
-func (s *Store) unseal(r *Record) error {
+func (s *Store) unseal(r *Record) (older bool, err error) {
 	open := func(sealed []byte) (string, error) {
 		if len(sealed) == 0 {
 			return "", nil
 		}
-		n := s.aead.NonceSize()
-		if len(sealed) < n+s.aead.Overhead() {
-			return "", errors.New("sealed token is truncated")
+		for i, aead := range s.aeads {
+			n := aead.NonceSize()
+			if len(sealed) < n+aead.Overhead() {
+				return "", errors.New("sealed token is truncated")
+			}
+			if plain, err := aead.Open(nil, sealed[:n], sealed[n:], []byte(r.UserID)); err == nil {
+				older = older || i > 0
+				return string(plain), nil
+			}
 		}
-		plain, err := s.aead.Open(nil, sealed[:n], sealed[n:], []byte(r.UserID))
-		if err != nil {
-			return "", errors.New("token does not decrypt (wrong state key?)")
-		}
-		return string(plain), nil
+		return "", errors.New("token does not decrypt (wrong state key?)")
 	}
-	var err error
 	if r.Token, err = open(r.Sealed); err != nil {
-		return err
+		return false, err
 	}
 	r.Sealed = nil
 	for i := range r.Maybe {
 		if r.Maybe[i].Token, err = open(r.Maybe[i].Sealed); err != nil {
-			return err
+			return false, err
 		}
 		r.Maybe[i].Sealed = nil
 	}
-	return nil
+	return older, nil
+}
+
+// SealedByOlderKeys counts the records whose tokens a key other than the
+// first sealed: while it is above 0, those keys must stay.
+func (s *Store) SealedByOlderKeys() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.older)
+}
+
+// Reseal rewrites, sealed with the first key, every record an older key
+// sealed, and returns how many it rewrote.
+func (s *Store) Reseal() (int, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.RLock()
+	var rs []Record
+	for id := range s.older {
+		if r := s.recs[id]; r != nil {
+			rs = append(rs, r.clone())
+		}
+	}
+	s.mu.RUnlock()
+	done := 0
+	for done < len(rs) {
+		n := min(len(rs)-done, 500)
+		if err := s.putAll(rs[done : done+n]); err != nil {
+			return done, err
+		}
+		done += n
+	}
+	return done, nil
 }
 
 // Cursor returns Watch's position in the Directus activity log, if any.
