@@ -188,8 +188,12 @@ type Store struct {
 	// older are the records an older key than the first sealed (read so
 	// at load, not rewritten since): what Reseal rewrites.
 	older map[string]bool
-	in    *interner
-	rev   uint64
+	// onLost is called once when the Backend reports that another process
+	// took the state over (state.ErrTakenOver).
+	onLost   func(error)
+	lostOnce sync.Once
+	in       *interner
+	rev      uint64
 	// cursor is Watch's position in the Directus activity log.
 	cursor    int64
 	hasCursor bool
@@ -458,7 +462,7 @@ func (s *Store) putAll(rs []Record) error {
 		ctx, cancel := opCtx()
 		defer cancel()
 		if err := s.db.Put(ctx, es); err != nil {
-			return fmt.Errorf("state: write: %w", err)
+			return s.failed(fmt.Errorf("state: write: %w", err))
 		}
 	}
 	s.mu.Lock()
@@ -485,6 +489,7 @@ func (s *Store) Delete(userID string) error {
 		ctx, cancel := opCtx()
 		defer cancel()
 		if err := s.db.Delete(ctx, userID); err != nil {
+			err = s.failed(err)
 			return fmt.Errorf("state: delete: %w", err)
 		}
 	}
@@ -588,6 +593,19 @@ func (s *Store) Reseal() (int, error) {
 	return done, nil
 }
 
+// OnLost registers f, called once (from the writing goroutine) when the
+// Backend reports that another process took the state over: the records in
+// memory may be stale, and the process must stop. Set it before use.
+func (s *Store) OnLost(f func(error)) { s.onLost = f }
+
+// failed passes err on, telling onLost about a takeover.
+func (s *Store) failed(err error) error {
+	if errors.Is(err, state.ErrTakenOver) && s.onLost != nil {
+		s.lostOnce.Do(func() { s.onLost(err) })
+	}
+	return err
+}
+
 // Cursor returns Watch's position in the Directus activity log, if any.
 func (s *Store) Cursor() (int64, bool) {
 	s.mu.RLock()
@@ -601,6 +619,7 @@ func (s *Store) SetCursor(c int64) error {
 		ctx, cancel := opCtx()
 		defer cancel()
 		if err := s.db.SetMeta(ctx, cursorKey, []byte(strconv.FormatInt(c, 10))); err != nil {
+			err = s.failed(err)
 			return fmt.Errorf("state: write cursor: %w", err)
 		}
 	}

@@ -36,6 +36,12 @@ type Backend interface {
 // holds the state: at most one bridge process uses a state at a time.
 var ErrHeld = errors.New("the state is held by another directus-bridge process")
 
+// ErrTakenOver is returned (wrapped) by every operation of a Backend after
+// another process held the state while this one had lost its hold (for
+// example while disconnected from a database): the process's records in
+// memory may be stale, so it must stop and start again.
+var ErrTakenOver = errors.New("the state was taken over by another directus-bridge process while this one had lost its hold: restart this process (its records in memory may be stale)")
+
 // MaxKeyBytes bounds a key; MaxValueBytes bounds a value. Adapters refuse
 // larger ones, so that every adapter accepts the same records.
 const (

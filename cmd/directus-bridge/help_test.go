@@ -12,7 +12,7 @@ func TestHelpExitsZero(t *testing.T) {
 		{"-h"}, {"--help"}, {"help"},
 		{"serve", "-h"}, {"config", "-h"}, {"config", "check", "-h"}, {"user-id", "-h"},
 		{"reconcile", "-h"}, {"mappings", "-h"}, {"mappings", "check", "-h"}, {"mappings", "explain", "-h"},
-		{"healthcheck", "-h"}, {"setup", "-h"}, {"version", "-h"},
+		{"healthcheck", "-h"}, {"setup", "-h"}, {"state", "-h"}, {"state", "reseal", "-h"}, {"version", "-h"},
 	} {
 		var out, errOut strings.Builder
 		if code := run(args, &out, &errOut); code != 0 {

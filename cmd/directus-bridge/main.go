@@ -6,6 +6,7 @@
 //	config check  validate the configuration file offline and exit
 //	mappings      check the rules against Directus, or explain a decision
 //	reconcile     reconcile machine users now (through a running server)
+//	state reseal  rewrite the state under the first state key (rotation)
 //	user-id       print the Directus user id the bridge derives for a client
 //	healthcheck   probe a URL (container health checks)
 //	version       print the version
@@ -58,6 +59,8 @@ commands:
                          reconcile machine users now: through the running
                          server's admin listener when admin.listen is set,
                          else (or with -local) with the state file
+  state reseal           rewrite the state sealed by older state keys under
+                         the first (key rotation; serve does it at start)
   user-id ID             print the Directus user id derived for client ID
   healthcheck [-url URL] exit 0 when the URL answers 200 (container probes)
   version                print the version
@@ -93,6 +96,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return userID(args[1:], stdout, stderr)
 	case "mappings":
 		return mappings(args[1:], stdout, stderr)
+	case "state":
+		return stateCmd(args[1:], stdout, stderr)
 	case "reconcile":
 		return reconcileCmd(args[1:], stdout, stderr)
 	case "setup":
@@ -197,6 +202,12 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 	}()
 	ctx, fail := context.WithCancelCause(ctx)
 	defer fail(nil)
+	// Another process took the state over (PostgreSQL, after a lost
+	// connection): this one's records may be stale, so it stops.
+	store.OnLost(func(err error) { fail(err) })
+	if n := store.SealedByOlderKeys(); n > 0 {
+		go resealOnStart(store, n, log)
+	}
 	dc := ex.Directus()
 	// The scheduled runs and the admin listener's share it: one reconcile
 	// at a time, with the settings a reload last put in force.
@@ -449,4 +460,16 @@ func parseFlags(fs *flag.FlagSet, args []string) (code int, ok bool) {
 		return 0, false
 	}
 	return 2, false
+}
+
+// resealOnStart rewrites, sealed with the first state key, the n records
+// that older keys sealed, so that those keys can be removed.
+func resealOnStart(store *bridge.Store, n int, log *slog.Logger) {
+	log.Info("resealing the state under the first state key", "records", n)
+	done, err := store.Reseal()
+	if err != nil {
+		log.Error("resealing the state failed; the older state keys are still needed", "resealed", done, "err", err)
+		return
+	}
+	log.Info("state resealed under the first state key: the other keys can be removed", "resealed", done)
 }

@@ -88,6 +88,16 @@ func reconcileCmd(args []string, stdout, stderr io.Writer) int {
 // lockedError explains a state file held by another process: a running
 // server, which is where the reconcile should go.
 func lockedError(cfg *Config, fellBack bool) error {
+	if cfg.State.Driver == driverPostgres {
+		switch {
+		case cfg.Admin.Listen == "":
+			return errors.New("reconcile: the state in PostgreSQL is held by a running server; set admin.listen to reconcile through it")
+		case fellBack:
+			return fmt.Errorf("reconcile: the state in PostgreSQL is held by a server running without an admin listener on %s (admin.listen needs a restart of the server)", cfg.Admin.Listen)
+		default:
+			return errors.New("reconcile: the state in PostgreSQL is held by a running server; reconcile through its admin listener (without -local)")
+		}
+	}
 	switch {
 	case cfg.Admin.Listen == "":
 		return fmt.Errorf("reconcile: the state file %s is locked: the server is running; set admin.listen to reconcile through it", cfg.State.Path)
@@ -172,27 +182,9 @@ func printReport(w io.Writer, rep *bridge.Report) {
 // newExchanger wires the state store, the Directus client and the rules;
 // with reg it also creates and registers the metrics.
 func newExchanger(ctx context.Context, cfg *Config, log *slog.Logger, reg prometheus.Registerer, loadNow bool) (*bridge.Exchanger, *bridge.Store, error) {
-	key, err := bridge.LoadKey(os.Getenv(cfg.State.KeyEnv), cfg.State.KeyFile)
+	store, err := openStore(ctx, cfg)
 	if err != nil {
 		return nil, nil, err
-	}
-	var store *bridge.Store
-	switch cfg.State.Driver {
-	case driverPostgres:
-		octx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		b, err := pgstate.Open(octx, os.Getenv(cfg.State.DSNEnv))
-		if err != nil {
-			return nil, nil, fmt.Errorf("state (postgres, DSN from %s): %w", cfg.State.DSNEnv, err)
-		}
-		if store, err = bridge.NewStore(b, key); err != nil {
-			b.Close()
-			return nil, nil, fmt.Errorf("state (postgres): %w", err)
-		}
-	default:
-		if store, err = bridge.OpenStore(cfg.State.Path, key); err != nil {
-			return nil, nil, fmt.Errorf("%w (is a bridge already running on this state file?)", err)
-		}
 	}
 	var metrics *bridge.Metrics
 	if reg != nil {
@@ -236,4 +228,31 @@ type cronLogger struct{ log *slog.Logger }
 func (l cronLogger) Info(msg string, kv ...any) { l.log.Debug("cron: "+msg, kv...) }
 func (l cronLogger) Error(err error, msg string, kv ...any) {
 	l.log.Error("cron: "+msg, append(kv, "err", err)...)
+}
+
+// openStore opens the state the configuration names, with every state key.
+func openStore(ctx context.Context, cfg *Config) (*bridge.Store, error) {
+	keys, err := bridge.LoadKeys(os.Getenv(cfg.State.KeyEnv), cfg.State.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	var store *bridge.Store
+	switch cfg.State.Driver {
+	case driverPostgres:
+		octx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		b, err := pgstate.Open(octx, os.Getenv(cfg.State.DSNEnv))
+		if err != nil {
+			return nil, fmt.Errorf("state (postgres, DSN from %s): %w", cfg.State.DSNEnv, err)
+		}
+		if store, err = bridge.NewStore(b, keys...); err != nil {
+			b.Close()
+			return nil, fmt.Errorf("state (postgres): %w", err)
+		}
+	default:
+		if store, err = bridge.OpenStore(cfg.State.Path, keys...); err != nil {
+			return nil, fmt.Errorf("%w (is a bridge already running on this state file?)", err)
+		}
+	}
+	return store, nil
 }

@@ -21,10 +21,8 @@ var HoldTimeout = 5 * time.Second
 // holdPoll is the pause between two attempts at the lock.
 var holdPoll = 100 * time.Millisecond
 
-// ErrTakenOver is returned (wrapped) by every operation after another
-// process held the state while this one was disconnected: the process must
-// restart, as its records in memory may be stale.
-var ErrTakenOver = errors.New("the state was taken over by another directus-bridge process while this one was disconnected from PostgreSQL: restart this process (its records in memory may be stale)")
+// ErrTakenOver is state.ErrTakenOver.
+var ErrTakenOver = state.ErrTakenOver
 
 // ErrClosed is returned by an operation after Close.
 var ErrClosed = errors.New("pgstate: the backend is closed")
