@@ -288,7 +288,7 @@ func (v *verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
 		if strings.Count(raw, ".") == 4 {
 			return nil, refuse("encrypted tokens (JWE) are not accepted")
 		}
-		return nil, refuse("subject_token is not a signed JWT")
+		return nil, refuse("not a signed JWT")
 	}
 	h, err := readHeader(hseg)
 	if err != nil {

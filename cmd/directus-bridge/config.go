@@ -349,7 +349,11 @@ func (c *Config) problems() []Problem {
 			bad("admin.listen", "must differ from listen (%s): the admin endpoints are not for clients", c.Listen)
 		}
 		if n := len(os.Getenv(c.Admin.TokenEnv)); n < 32 {
-			bad("admin.token_env", "environment variable %s must hold at least 32 characters (has %d)", capped(c.Admin.TokenEnv), n)
+			if n == 0 {
+				bad("admin.token_env", "environment variable %s is not set (admin.listen needs a token of at least 32 characters)", capped(c.Admin.TokenEnv))
+			} else {
+				bad("admin.token_env", "environment variable %s must hold at least 32 characters (has %d)", capped(c.Admin.TokenEnv), n)
+			}
 		}
 	}
 	switch c.Log.Level {

@@ -175,10 +175,23 @@ func loadValid(path string) (*Config, error) {
 }
 
 // loadOrReport loads and validates the configuration, or writes every
-// problem to stderr.
-func loadOrReport(path string, stderr io.Writer) (*Config, bool) {
+// problem to stderr. The problems at the paths unused (the environment
+// variables of secrets a command does not use) do not count.
+func loadOrReport(path string, stderr io.Writer, unused ...string) (*Config, bool) {
 	cfg, err := loadValid(path)
 	var ce *ConfigError
+	if errors.As(err, &ce) && len(unused) > 0 {
+		ce.Problems = slices.DeleteFunc(ce.Problems, func(p Problem) bool { return slices.Contains(unused, p.Path) })
+		if len(ce.Problems) == 0 {
+			b, rerr := os.ReadFile(path)
+			if rerr != nil {
+				fmt.Fprintf(stderr, "%s: %v\n", path, rerr)
+				return nil, false
+			}
+			c, _ := checkConfig(b)
+			return c, c != nil
+		}
+	}
 	switch {
 	case errors.As(err, &ce):
 		report(stderr, path, ce.Problems)

@@ -36,3 +36,26 @@ rules:
 		}
 	}
 }
+
+// The commands that do not serve the admin listener do not ask for its
+// token: mappings check fails here on Directus, never on admin.token_env.
+func TestMappingsNeedNoAdminToken(t *testing.T) {
+	t.Setenv("DIRECTUS_BRIDGE_DIRECTUS_TOKEN", "x")
+	unsetEnv(t, "DIRECTUS_BRIDGE_ADMIN_TOKEN")
+	y := `listen: 127.0.0.1:8080
+admin: {listen: 127.0.0.1:8081}
+directus: {url: "` + unreachable + `"}
+state: {path: ` + t.TempDir() + `/s.db}
+issuers: [{name: a, issuer: "https://a.example/", audiences: [x]}]
+rules: [{name: r, issuer: a, all_scopes: [s], role: R}]
+`
+	cfg := writeConfig(t, "", y)
+	code, _, errOut := runExplain("check", "-config", cfg)
+	if code != 3 || strings.Contains(errOut, "admin.token_env") || !strings.Contains(errOut, "127.0.0.1") {
+		t.Fatalf("exit %d, want 3 for the unreachable Directus only:\n%s", code, errOut)
+	}
+	var out, serveErr strings.Builder
+	if code := run([]string{"config", "check", "-config", cfg}, &out, &serveErr); code != 1 || !strings.Contains(out.String(), "admin.token_env") {
+		t.Fatalf("config check (what serve needs) must still ask for the admin token: exit %d\n%s", code, out.String())
+	}
+}

@@ -88,7 +88,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		if len(args) < 2 || args[1] != "check" {
-			fmt.Fprint(stderr, usage)
+			fmt.Fprintln(stderr, `usage: directus-bridge config check [-config FILE] (the one "config" command; -h for help)`)
 			return 2
 		}
 		return configCheck(args[2:], stdout, stderr)
@@ -124,8 +124,15 @@ func configFlag(fs *flag.FlagSet) *string {
 }
 
 func userID(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("user-id", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("user-id", `usage: directus-bridge user-id [-namespace UUID] [-issuer URL] CLIENT_ID
+
+Prints the Directus user id the bridge derives for the client CLIENT_ID (for
+Auth0, the client id followed by @clients): uuidv5(CLIENT_ID) in the NIL
+namespace, as the hook extension did, or the issuer-scoped id with -issuer.
+Reads no configuration.
+
+flags:
+`, "\nexit codes: 0 printed, 2 usage error\n", stderr)
 	ns := fs.String("namespace", uuid.Nil.String(), "UUID namespace (users.namespace)")
 	issuer := fs.String("issuer", "", "issuer URL, for issuers with user_ids: issuer")
 	if code, ok := parseFlags(fs, args); !ok {
@@ -159,8 +166,14 @@ func newLogger(c LogConfig, w io.Writer) *slog.Logger {
 }
 
 func serve(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("serve", `usage: directus-bridge serve [-config FILE]
+
+Runs the token-exchange server (listen), and the admin listener when
+admin.listen is set. Reloads on SIGHUP and when the file changes; stops
+gracefully on SIGTERM or SIGINT. Logs go to standard error.
+
+flags:
+`, "\nexit codes: 0 stopped gracefully, 1 the configuration is invalid, the state cannot be opened,\n  the rules cannot be put in force or a listener fails, 2 usage error\n", stderr)
 	path := configFlag(fs)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
@@ -420,8 +433,12 @@ func modTime(path string) time.Time {
 // healthcheck GETs a URL and exits 0 on 200: a health probe for images
 // without a shell or curl (the distroless image).
 func healthcheck(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("healthcheck", `usage: directus-bridge healthcheck [-url URL]
+
+GETs the URL (5 s timeout): a health probe for images without a shell.
+
+flags:
+`, "\nexit codes: 0 the URL answered 200, 1 it did not (the reason on standard error), 2 usage error\n", stderr)
 	u := fs.String("url", "http://127.0.0.1:8080/healthz", "URL to probe")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code

@@ -135,7 +135,7 @@ func mappingsCheck(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		return usageError(stderr, "mappings check", "unexpected argument %q", fs.Arg(0))
 	}
-	cfg, ok := loadOrReport(*path, stderr)
+	cfg, ok := loadOrReport(*path, stderr, "admin.token_env")
 	if !ok {
 		return exitNoDecision
 	}
@@ -219,7 +219,7 @@ func mappingsExplain(args []string, stdout, stderr io.Writer) int {
 		warnings, refusal = inputWarnings(cfg.Issuers, cfg.Rules, in)
 		issuers = cfg.Issuers
 	} else {
-		cfg, ok := loadOrReport(*path, stderr)
+		cfg, ok := loadOrReport(*path, stderr, "admin.token_env")
 		if !ok {
 			return exitNoDecision
 		}
@@ -380,6 +380,11 @@ func inputWarnings(issuers []bridge.IssuerConfig, rules mapping.Rules, in mappin
 	for _, k := range slices.Sorted(maps.Keys(in.Claims)) {
 		if namedClaims[k] {
 			continue
+		}
+		if is != nil {
+			if _, required := is.RequiredClaims[k]; required {
+				continue // checked before any rule (above)
+			}
 		}
 		hint := ""
 		switch {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,8 +29,15 @@ import (
 // with -local, it opens the state file itself, which it cannot while a
 // server holds it.
 func reconcileCmd(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("reconcile", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("reconcile", `usage: directus-bridge reconcile [-dry-run] [-json] [-local] [-config FILE]
+
+Reconciles the machine users now and prints the report: through the running
+server's admin listener when admin.listen is set (with the token of
+admin.token_env), else, or with -local, by opening the state itself (only
+while the server is stopped).
+
+flags:
+`, "\nexit codes: 0 the run completed, 1 it failed, 2 usage error\n", stderr)
 	path := configFlag(fs)
 	dry := fs.Bool("dry-run", false, "print the plan, change nothing")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
@@ -251,7 +257,7 @@ func openStore(ctx context.Context, cfg *Config) (*bridge.Store, error) {
 		}
 	default:
 		if store, err = bridge.OpenStore(cfg.State.Path, keys...); err != nil {
-			return nil, fmt.Errorf("%w (is a bridge already running on this state file?)", err)
+			return nil, err // a held file says so itself
 		}
 	}
 	return store, nil

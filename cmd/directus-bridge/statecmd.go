@@ -40,7 +40,7 @@ func stateCmd(args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		return usageError(stderr, "state reseal", "unexpected argument %q", fs.Arg(0))
 	}
-	cfg, ok := loadOrReport(*path, stderr)
+	cfg, ok := loadOrReport(*path, stderr, "admin.token_env", "directus.token_env")
 	if !ok {
 		return 1
 	}
