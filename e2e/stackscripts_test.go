@@ -245,3 +245,23 @@ func TestRemoveStaleBinaries(t *testing.T) {
 		}
 	}
 }
+
+// A DIR made by mktemp -d (mode 0700, as with-stack.sh makes it) passes the
+// check: up makes DIR itself reachable; only its parents must be.
+func TestStackScriptsCheckMktempDir(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the postgres-user reach check runs as root only")
+	}
+	if _, err := exec.LookPath("runuser"); err != nil {
+		t.Skip("no runuser")
+	}
+	dir, err := os.MkdirTemp("", "directus-bridge-stack.")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	out, err := exec.Command("bash", "../testdata/stack/stack.sh", "check", "up", dir).CombinedOutput()
+	if err != nil && strings.Contains(string(out), "access to") {
+		t.Fatalf("a mktemp -d DIR is refused:\n%s", out)
+	}
+}

@@ -173,7 +173,9 @@ prereqs_up() {
 			missing "user postgres" postgresql-common "owns and runs the PostgreSQL cluster (PostgreSQL refuses to run as root)"
 		elif [[ -n "${DIR:-}" ]] && command -v runuser >/dev/null 2>&1; then
 			local d
-			d="$(nearest_dir "$DIR")"
+			# DIR itself is made 0755 by up (a mktemp -d folder is 0700): its
+			# parents are what the postgres user must be able to pass.
+			d="$(nearest_dir "$(dirname "$DIR")")"
 			# shellcheck disable=SC2016 # expanded by the inner bash
 			runuser -u postgres -- "$BASH" -c 'test -x "$1"' reach "$d" 2>/dev/null ||
 				MISSING+=("access to $d for the postgres user: the cluster lives in $DIR/pg (chmod o+x the folders above it, or choose a DIR under /tmp)")
