@@ -90,6 +90,10 @@ type StateConfig struct {
 	// KeyFile holds the key; created (0600) with a random key when missing
 	// (default Path + ".key" with bbolt; no default with postgres).
 	KeyFile string `yaml:"key_file"`
+	// Standby (postgres only): when another process holds the state, serve
+	// waits as a standby (alive, not ready, exchanges 503) and takes over
+	// when the holder goes, instead of refusing to start.
+	Standby bool `yaml:"standby"`
 }
 
 // State drivers.
@@ -242,6 +246,9 @@ func (c *Config) problems() []Problem {
 	case driverBbolt:
 		if c.State.Path == "" {
 			bad("state.path", "required")
+		}
+		if c.State.Standby {
+			bad("state.standby", "is for state.driver postgres (a file is held by one process on one machine)")
 		}
 	case driverPostgres:
 		if c.State.Path != "" {

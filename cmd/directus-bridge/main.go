@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -204,8 +205,45 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 	loadedAt := modTime(path)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	ex, store, err := newExchanger(ctx, cfg, log, reg, false)
+	// Listen at once. Until the state is open (a standby waits for it)
+	// the server answers alive and not ready; then the bridge's handler
+	// takes over on the same server.
+	l, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
+		return err
+	}
+	var handler atomic.Pointer[http.Handler]
+	waiting := waitingHandler("starting: opening the state")
+	handler.Store(&waiting)
+	srv := &http.Server{
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*handler.Load()).ServeHTTP(w, r) }),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    32 << 10,
+	}
+	errc := make(chan error, 2)
+	go func() {
+		if cfg.TLS.CertFile != "" {
+			errc <- srv.ServeTLS(l, cfg.TLS.CertFile, cfg.TLS.KeyFile)
+			return
+		}
+		errc <- srv.Serve(l)
+	}()
+	store, err := holdState(ctx, cfg, &handler, log)
+	if err != nil {
+		srv.Close()
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			log.Info("stopped while waiting for the state")
+			return nil // SIGTERM to a standby: a graceful stop
+		}
+		return err
+	}
+	ex, err := exchangerOn(ctx, cfg, log, reg, store, false)
+	if err != nil {
+		store.Close()
+		srv.Close()
 		return err
 	}
 	defer func() {
@@ -277,23 +315,8 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 			return map[string]error{"rules": nil}
 		}}
 	defer bs.Close() // after Shutdown, before the store closes: the open reuse summaries are written
-	srv := &http.Server{
-		Addr:              cfg.Listen,
-		Handler:           bs.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    32 << 10,
-	}
-	errc := make(chan error, 2)
-	go func() {
-		if cfg.TLS.CertFile != "" {
-			errc <- srv.ListenAndServeTLS(cfg.TLS.CertFile, cfg.TLS.KeyFile)
-			return
-		}
-		errc <- srv.ListenAndServe()
-	}()
+	real := bs.Handler()
+	handler.Store(&real)
 	admin, err := adminServer(ctx, cfg, rec, log)
 	if err != nil {
 		srv.Close()

@@ -192,16 +192,22 @@ func newExchanger(ctx context.Context, cfg *Config, log *slog.Logger, reg promet
 	if err != nil {
 		return nil, nil, err
 	}
-	var metrics *bridge.Metrics
-	if reg != nil {
-		metrics = bridge.NewMetrics(reg, store, time.Now)
-	}
-	ex, err := wire(ctx, cfg, log, store, metrics, loadNow)
+	ex, err := exchangerOn(ctx, cfg, log, reg, store, loadNow)
 	if err != nil {
 		store.Close()
 		return nil, nil, err
 	}
 	return ex, store, nil
+}
+
+// exchangerOn wires the exchanger on an open store; with reg it also
+// creates and registers the metrics. It does not close store.
+func exchangerOn(ctx context.Context, cfg *Config, log *slog.Logger, reg prometheus.Registerer, store *bridge.Store, loadNow bool) (*bridge.Exchanger, error) {
+	var metrics *bridge.Metrics
+	if reg != nil {
+		metrics = bridge.NewMetrics(reg, store, time.Now)
+	}
+	return wire(ctx, cfg, log, store, metrics, loadNow)
 }
 
 // wire builds the exchanger and, with loadNow, puts the rules in force
