@@ -1,6 +1,6 @@
 package bridge
 
-// Benchmarks of the hot paths (issue 8): subject token verification, the
+// Benchmarks of the hot paths: subject token verification, the
 // exchange end to end over HTTP against the in-memory fake Directus, scope
 // normalisation and the state store. The load benchmark against a real
 // Directus is cmd/bridge-bench; these measure the bridge's own cost.

@@ -27,7 +27,7 @@ func (d *discardResponse) WriteHeader(status int)      { d.status = status }
 func (d *discardResponse) Write(b []byte) (int, error) { return len(b), nil }
 
 // BenchmarkTokenHandler is the handler's own cost for a returning client
-// (issue 12), without the network or net/http's connection handling, next
+// without the network or net/http's connection handling, next
 // to the no-op handler of cmd/bridge-bench (read the body, parse the form,
 // write a 200-byte JSON): what the bridge adds per request. The bridge is
 // wired as serve wires it: JSON logs at info to a file, metrics, rate limits

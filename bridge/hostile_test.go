@@ -28,7 +28,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 )
 
-// Hostile input (issue 6). Every token and request in this file is one an
+// Hostile input. Every token and request in this file is one an
 // unauthenticated caller can send. Each must be refused with the status and
 // RFC 6749 §5.2 / RFC 8693 §2.2.2 error docs/exchange.md promises, and must write
 // nothing: the tests check the fake Directus and the state store, not only

@@ -57,7 +57,7 @@ func (d *downIdP) config() IssuerConfig {
 	return IssuerConfig{Name: "down", Issuer: d.URL, Audiences: []string{testAudience}, Algorithms: []string{"ES256"}, UserIDs: UserIDsIssuer}
 }
 
-// Readiness is truthful (issue 12, item 6): an issuer is ready only once
+// Readiness is truthful: an issuer is ready only once
 // its keys really loaded; until then each warm-up retries, within the
 // cooldowns, and status says why not.
 func TestIssuerReadyOnlyOnceKeysLoaded(t *testing.T) {
@@ -181,7 +181,7 @@ func names(ks []*issuerKeys) []string {
 	return out
 }
 
-// The issuer set can be replaced at run time (issue 12, item 4): a removed
+// The issuer set can be replaced at run time: a removed
 // issuer is distrusted at once, cached verifications included; a changed
 // one is checked with its new configuration from the next verification on;
 // an unchanged one keeps its keys and its cache.

@@ -160,7 +160,7 @@ func hostileShapes(tb testing.TB, si shapeIssuer) []hostileShape {
 // long, escaped, case-folding or nested members) next to an ordinary
 // token's verification in the same run. x-ordinary is a shape's cost in
 // ordinary verifications: the work per request must stay linear in its
-// size, a few ordinary verifications at most (issue 12, item 1).
+// size, a few ordinary verifications at most.
 //
 //	go test ./bridge -run '^$' -bench '^BenchmarkHostileToken$'
 func BenchmarkHostileToken(b *testing.B) {

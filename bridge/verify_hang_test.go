@@ -13,7 +13,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 )
 
-// A hanging IdP (issue 12, item 2): its discovery or JWKS endpoint accepts
+// A hanging IdP: its discovery or JWKS endpoint accepts
 // and never answers. Every request to it is bounded by the issuer's
 // timeout, a caller waiting for its keys gives up at its own deadline, and
 // no other issuer notices.

@@ -1,6 +1,6 @@
 package mapping
 
-// Benchmarks of what every exchange costs the rules (issue 8): scope
+// Benchmarks of what every exchange costs the rules: scope
 // normalisation and Rules.Evaluate over a realistic set of 20 rules.
 //
 //	go test -run '^$' -bench . -benchmem ./mapping

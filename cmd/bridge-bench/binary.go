@@ -22,7 +22,7 @@ import (
 	"time"
 )
 
-// The rows of issue 12: the real directus-bridge binary, run as an operator
+// The rows of the real-binary table: the real directus-bridge binary, run as an operator
 // runs it (its own process, `serve -config`, JSON logs at info to a file,
 // rate limits off), next to a no-op Go server in its own process that
 // parses the same form and writes a JSON answer of the same size, both
@@ -400,7 +400,7 @@ func scrape(ctx context.Context, hc *http.Client, base string) (string, error) {
 	return string(b), err
 }
 
-// binaryRows measures the issue 12 rows against e's Directus.
+// binaryRows measures the real-binary rows against e's Directus.
 func binaryRows(ctx context.Context, stderr io.Writer, cfg config, e *env) (*binaryReport, error) {
 	rep := &binaryReport{}
 	conc := cfg.binConcurrency
@@ -647,7 +647,7 @@ func (r *binaryReport) print(w io.Writer, cfg config) {
 	if r == nil || len(r.rounds) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\n### The real binary vs a no-op server (issue 12): %d concurrent clients, %s per row, %d rounds\n\n",
+	fmt.Fprintf(w, "\n### The real binary vs a no-op server: %d concurrent clients, %s per row, %d rounds\n\n",
 		cfg.binConcurrency, cfg.duration, cfg.binRounds)
 	fmt.Fprintf(w, "bridge: %s serve, own process, JSON logs at info to a file, rate limits off, reconciler off", r.binary)
 	if cfg.binEnv != "" {

@@ -1,4 +1,4 @@
-// Command bridge-bench is the load benchmark of directus-bridge (issue 8).
+// Command bridge-bench is the load benchmark of directus-bridge.
 // It runs an in-process bridge (bridge.NewExchanger behind
 // bridge.Server.Handler on a loopback port, wired as `directus-bridge serve`
 // wires it: bbolt state, JSON logs, metrics) against the real test stack
@@ -21,7 +21,7 @@
 // static token. A second table benchmarks the reconciler over -users seeded
 // machine users: nothing to do, expired tokens, role changes.
 //
-// A third table (issue 12, binary.go) runs the real binary: `go build` of
+// A third table (binary.go) runs the real binary: `go build` of
 // cmd/directus-bridge (or -bridge-binary), `serve` in its own process with
 // JSON logs at info to a file and rate limits off, next to a no-op Go server
 // in its own process (this program's noop-server mode: the same http.Server
@@ -35,8 +35,8 @@
 // loopback for the bridge) from extra rows that are not counted. -inprocess
 // false and -reconcile false leave only this table.
 //
-// Every row is bounded by -duration and -max-requests. The targets of
-// issues 8 and 12 are printed as PASS or MISS with the numbers; a miss does
+// Every row is bounded by -duration and -max-requests. The performance
+// targets are printed as PASS or MISS with the numbers; a miss does
 // not fail the command (only a broken run does).
 //
 // Usage (make bench brings up a fresh stack and runs exactly this):
@@ -89,8 +89,8 @@ type config struct {
 	idleConns   int
 	cpuProfile  string
 
-	inProcess      bool // the in-process exchange rows (issue 8)
-	binaryRows     bool // the real binary vs a no-op server (issue 12)
+	inProcess      bool // the in-process exchange rows
+	binaryRows     bool // the real binary vs a no-op server
 	binConcurrency int
 	binClients     int
 	binRounds      int
@@ -128,7 +128,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (this process) to `file`")
 	fs.IntVar(&cfg.rounds, "verify-rounds", 3, "rounds of the verification micro-benchmarks (the fastest counts)")
 	fs.BoolVar(&cfg.inProcess, "inprocess", true, "run the in-process exchange rows and the verification micro-benchmarks")
-	fs.BoolVar(&cfg.binaryRows, "binary", true, "run the real directus-bridge binary against a no-op server in its own process (issue 12)")
+	fs.BoolVar(&cfg.binaryRows, "binary", true, "run the real directus-bridge binary against a no-op server in its own process")
 	fs.IntVar(&cfg.binConcurrency, "binary-concurrency", 16, "concurrent keep-alive clients of the binary rows")
 	fs.IntVar(&cfg.binClients, "binary-clients", 200, "distinct clients of the many-clients binary row (the other row has one)")
 	fs.IntVar(&cfg.binRounds, "binary-rounds", 3, "rounds of the binary rows (the spread of the ratios is printed)")
@@ -383,7 +383,7 @@ func benchDirectus(ctx context.Context, stdout, stderr io.Writer, cfg config, st
 			return verdicts, err
 		}
 	}
-	fmt.Fprintln(stdout, "\n### Targets (issues 8 and 12)")
+	fmt.Fprintln(stdout, "\n### Targets")
 	for _, v := range verdicts {
 		fmt.Fprintln(stdout, v)
 	}
