@@ -204,7 +204,7 @@ func newInterner() *interner {
 }
 
 // cursorKey is the meta key of Watch's activity cursor.
-const cursorKey = "activity_cursor"
+var cursorKey = state.MetaKeys[0]
 
 // opTimeout bounds one operation on the Backend: a database that hangs
 // fails the exchange (503) instead of holding it.

@@ -62,6 +62,7 @@ commands:
                          else (or with -local) with the state file
   state reseal           rewrite the state sealed by older state keys under
                          the first (key rotation; serve does it at start)
+  state copy -from OLD.yaml  copy OLD.yaml's state into this one's (bbolt/postgres)
   user-id ID             print the Directus user id derived for client ID
   healthcheck [-url URL] exit 0 when the URL answers 200 (container probes)
   version                print the version
