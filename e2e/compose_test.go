@@ -10,8 +10,10 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -25,6 +27,8 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/directus-bridge/directus-bridge/bridge"
+	"github.com/google/go-cmp/cmp"
 	"gopkg.in/yaml.v3"
 )
 
@@ -32,7 +36,20 @@ const (
 	composeFile       = "docker-compose.yml"
 	composeBridgeConf = "testdata/compose/bridge.yaml"
 	composeInitScript = "testdata/compose/directus-init.mjs"
+
+	// The standby profile: two bridges on one state in the compose
+	// PostgreSQL, whose role and database bridge-db-init creates.
+	composeStandbyProfile = "standby"
+	composeStandbyConf    = "testdata/compose/bridge-standby.yaml"
+	composeStandbyInit    = "testdata/compose/bridge-db-init.sh"
 )
+
+// composeStandbyBridges are the two bridges of the standby profile.
+var composeStandbyBridges = []string{"bridge-a", "bridge-b"}
+
+// composeStandbyServices are the services of the standby profile, and only
+// of it: a plain `docker compose up` starts none of them.
+var composeStandbyServices = []string{"bridge-db-init", "bridge-a", "bridge-b"}
 
 // composeServices are the services the stack must have.
 var composeServices = []string{"postgres", "directus", "directus-init", "idp", "bridge"}
@@ -81,6 +98,13 @@ func readRepoFile(t *testing.T, rel string) string {
 // no .env file, so that the file's own defaults are what is tested).
 func loadCompose(t *testing.T, env ...string) *types.Project {
 	t.Helper()
+	return loadComposeProfiles(t, nil, env...)
+}
+
+// loadComposeProfiles is loadCompose with profiles enabled, as
+// `docker compose --profile NAME` loads the file.
+func loadComposeProfiles(t *testing.T, profiles []string, env ...string) *types.Project {
+	t.Helper()
 	root := repoRoot(t)
 	opts, err := cli.NewProjectOptions([]string{filepath.Join(root, composeFile)},
 		cli.WithWorkingDirectory(root),
@@ -88,6 +112,7 @@ func loadCompose(t *testing.T, env ...string) *types.Project {
 		cli.WithInterpolation(true),
 		cli.WithResolvedPaths(true),
 		cli.WithConsistency(true),
+		cli.WithProfiles(profiles),
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -135,24 +160,8 @@ func TestComposeServices(t *testing.T) {
 			t.Errorf("service %s has no healthcheck", name)
 		}
 	}
-	for name, s := range p.Services {
-		for dep, d := range s.DependsOn {
-			target := service(t, p, dep)
-			want := types.ServiceConditionCompletedSuccessfully // one-shot services
-			if hasHealthcheck(target) {
-				want = types.ServiceConditionHealthy
-			}
-			if d.Condition != want {
-				t.Errorf("service %s: depends_on %s has condition %q, want %q", name, dep, d.Condition, want)
-			}
-		}
-		// A development stack with placeholder secrets: published on loopback only.
-		for _, port := range s.Ports {
-			if port.HostIP != "127.0.0.1" {
-				t.Errorf("service %s: port %d is published on %q, want 127.0.0.1", name, port.Target, port.HostIP)
-			}
-		}
-	}
+	checkComposeWiring(t, p)
+	checkComposeWiring(t, loadComposeProfiles(t, []string{composeStandbyProfile}))
 	// The services the bridge needs, all of them.
 	bridge := service(t, p, "bridge")
 	for _, dep := range []string{"directus", "idp", "directus-init"} {
@@ -174,6 +183,37 @@ func TestComposeServices(t *testing.T) {
 	}
 	for _, m := range regexp.MustCompile(`\$[A-Za-z_]`).FindAllString(regexp.MustCompile(`\$\{[^}]*\}`).ReplaceAllString(raw, ""), -1) {
 		t.Errorf("%s: %q: use ${NAME:-default} (or $$ for a literal $)", composeFile, m)
+	}
+}
+
+// checkComposeWiring checks every service of p: depends_on waits for health
+// (or the end of a one-shot service), and ports are published on loopback,
+// each by one service.
+func checkComposeWiring(t *testing.T, p *types.Project) {
+	t.Helper()
+	hostPorts := map[string]string{} // published port -> service
+	for _, name := range slices.Sorted(maps.Keys(p.Services)) {
+		s := p.Services[name]
+		for dep, d := range s.DependsOn {
+			target := service(t, p, dep)
+			want := types.ServiceConditionCompletedSuccessfully // one-shot services
+			if hasHealthcheck(target) {
+				want = types.ServiceConditionHealthy
+			}
+			if d.Condition != want {
+				t.Errorf("service %s: depends_on %s has condition %q, want %q", name, dep, d.Condition, want)
+			}
+		}
+		// A development stack with placeholder secrets: published on loopback only.
+		for _, port := range s.Ports {
+			if port.HostIP != "127.0.0.1" {
+				t.Errorf("service %s: port %d is published on %q, want 127.0.0.1", name, port.Target, port.HostIP)
+			}
+			if other, ok := hostPorts[port.Published]; ok {
+				t.Errorf("services %s and %s both publish port %s", other, name, port.Published)
+			}
+			hostPorts[port.Published] = name
+		}
 	}
 }
 
@@ -418,12 +458,7 @@ func TestComposeBridge(t *testing.T) {
 
 	// `directus-bridge config check` accepts the file with the environment
 	// the compose file gives the bridge (and nothing else).
-	bin := filepath.Join(t.TempDir(), "directus-bridge")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/directus-bridge")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBridgeBinary(t)
 	check := exec.Command(bin, "config", "check", "-config", filepath.Join(root, composeBridgeConf))
 	for k, v := range envOf(t, b) {
 		check.Env = append(check.Env, k+"="+v)
@@ -441,6 +476,316 @@ func TestComposeBridge(t *testing.T) {
 			t.Errorf("%q against a closed port: %v (want exit status 1)\n%s", probe.Args, err, out)
 		}
 	}
+}
+
+// standbyBridgeConfig is the part of the standby bridges' configuration
+// these tests look at.
+type standbyBridgeConfig struct {
+	Listen string `yaml:"listen"`
+	State  struct {
+		Driver  string `yaml:"driver"`
+		Path    string `yaml:"path"`
+		DSNEnv  string `yaml:"dsn_env"`
+		KeyEnv  string `yaml:"key_env"`
+		KeyFile string `yaml:"key_file"`
+		Standby bool   `yaml:"standby"`
+	} `yaml:"state"`
+}
+
+// standbyInit is what testdata/compose/bridge-db-init.sh creates: a role and
+// a database of that name, the role's password from an environment variable.
+type standbyInit struct {
+	role, database, passwordEnv string
+}
+
+// parseStandbyInit reads the names the init script creates (ROLE=...,
+// DATABASE=...) and the variable its psql takes the password from
+// (\getenv password NAME).
+func parseStandbyInit(t *testing.T) standbyInit {
+	t.Helper()
+	src := readRepoFile(t, composeStandbyInit)
+	find := func(re string) string {
+		t.Helper()
+		m := regexp.MustCompile(re).FindStringSubmatch(src)
+		if m == nil {
+			t.Fatalf("%s: no match for %s: the parser in this test no longer understands the script", composeStandbyInit, re)
+		}
+		return m[1]
+	}
+	in := standbyInit{
+		role:        find(`(?m)^ROLE=([a-z_][a-z0-9_]*)$`),
+		database:    find(`(?m)^DATABASE=([a-z_][a-z0-9_]*)$`),
+		passwordEnv: find(`(?m)^\\getenv password ([A-Z_][A-Z0-9_]*)$`),
+	}
+	// The statements use those variables, not other literals.
+	for _, want := range []string{
+		`-v role="$ROLE"`, `-v database="$DATABASE"`,
+		`ALTER ROLE :"role" WITH LOGIN PASSWORD :'password';`,
+		`format('CREATE DATABASE %I OWNER %I', :'database', :'role')`,
+		"ON_ERROR_STOP=1",
+	} {
+		if !strings.Contains(src, want) {
+			t.Errorf("%s does not contain %q", composeStandbyInit, want)
+		}
+	}
+	return in
+}
+
+func standbyConfig(t *testing.T) (standbyBridgeConfig, composeBridgeConfig) {
+	t.Helper()
+	raw := readRepoFile(t, composeStandbyConf)
+	var sc standbyBridgeConfig
+	var c composeBridgeConfig
+	if err := yaml.Unmarshal([]byte(raw), &sc); err != nil {
+		t.Fatalf("%s: %v", composeStandbyConf, err)
+	}
+	if err := yaml.Unmarshal([]byte(raw), &c); err != nil {
+		t.Fatalf("%s: %v", composeStandbyConf, err)
+	}
+	if sc.State.DSNEnv == "" {
+		sc.State.DSNEnv = "DIRECTUS_BRIDGE_STATE_DSN" // the bridge's defaults
+	}
+	if sc.State.KeyEnv == "" {
+		sc.State.KeyEnv = "DIRECTUS_BRIDGE_STATE_KEY"
+	}
+	return sc, c
+}
+
+// TestComposeStandbyProfile: the standby profile adds two bridges on one
+// PostgreSQL state and the one-shot service that creates its database;
+// without the profile the stack is what it was.
+func TestComposeStandbyProfile(t *testing.T) {
+	root := repoRoot(t)
+
+	// Without the profile: exactly the default services, none of the profile's.
+	plain := loadCompose(t)
+	if got := slices.Sorted(maps.Keys(plain.Services)); !slices.Equal(got, slices.Sorted(slices.Values(composeServices))) {
+		t.Errorf("services without a profile: %q, want %q", got, composeServices)
+	}
+	for _, name := range composeStandbyServices {
+		if _, ok := plain.Services[name]; ok {
+			t.Errorf("service %s runs without --profile %s", name, composeStandbyProfile)
+		}
+		if _, ok := plain.DisabledServices[name]; !ok {
+			t.Errorf("service %s is not declared (not even disabled)", name)
+		}
+	}
+
+	p := loadComposeProfiles(t, []string{composeStandbyProfile})
+	for _, name := range composeServices {
+		if s := service(t, p, name); len(s.Profiles) != 0 {
+			t.Errorf("service %s has profiles %q: the default stack must not change", name, s.Profiles)
+		}
+	}
+	for _, name := range composeStandbyServices {
+		if s := service(t, p, name); !slices.Equal(s.Profiles, []string{composeStandbyProfile}) {
+			t.Errorf("service %s: profiles %q, want [%s]", name, s.Profiles, composeStandbyProfile)
+		}
+	}
+
+	sc, cfg := standbyConfig(t)
+	if sc.State.Driver != "postgres" || !sc.State.Standby || sc.State.Path != "" || sc.State.KeyFile != "" {
+		t.Errorf("%s: state %+v, want driver postgres, standby true, no path and no key_file (the key comes from the environment, the same for both)",
+			composeStandbyConf, sc.State)
+	}
+	// Everything but the state is the default bridge's configuration.
+	var plainDoc, standbyDoc map[string]any
+	if err := yaml.Unmarshal([]byte(readRepoFile(t, composeBridgeConf)), &plainDoc); err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal([]byte(readRepoFile(t, composeStandbyConf)), &standbyDoc); err != nil {
+		t.Fatal(err)
+	}
+	delete(plainDoc, "state")
+	delete(standbyDoc, "state")
+	if diff := cmp.Diff(plainDoc, standbyDoc); diff != "" {
+		t.Errorf("%s differs from %s outside state (-bridge.yaml +bridge-standby.yaml):\n%s", composeStandbyConf, composeBridgeConf, diff)
+	}
+
+	df := parseDockerfile(t, readRepoFile(t, "Dockerfile"))
+	configPath := flagValue(df.cmd, "-config")
+	_, listenPort, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		t.Fatalf("%s: listen %q: %v", composeStandbyConf, cfg.Listen, err)
+	}
+
+	plainBridge := service(t, p, "bridge")
+	var envs []map[string]string
+	for _, name := range composeStandbyBridges {
+		b := service(t, p, name)
+		// The image of the default bridge, built from the same Dockerfile.
+		if b.Image != plainBridge.Image {
+			t.Errorf("service %s: image %q, want %q (the bridge service's)", name, b.Image, plainBridge.Image)
+		}
+		if diff := cmp.Diff(plainBridge.Build, b.Build); diff != "" {
+			t.Errorf("service %s: build differs from the bridge service's (-bridge +%s):\n%s", name, name, diff)
+		}
+		// The standby configuration, where the image's CMD reads it, and no
+		// state folder: the state is in PostgreSQL.
+		confOK := false
+		for _, v := range b.Volumes {
+			switch {
+			case v.Target == configPath:
+				confOK = v.Type == types.VolumeTypeBind && v.Source == filepath.Join(root, composeStandbyConf) && v.ReadOnly
+			case v.Type == types.VolumeTypeVolume:
+				t.Errorf("service %s: volume %s at %s: the state of a standby bridge is in PostgreSQL, not in a volume", name, v.Source, v.Target)
+			}
+		}
+		if !confOK {
+			t.Errorf("service %s: want a read-only bind mount of %s at %s, got %+v", name, composeStandbyConf, configPath, b.Volumes)
+		}
+		// One port each, on the listen port (checkComposeWiring checks that
+		// no two services publish the same host port).
+		if len(b.Ports) != 1 || fmt.Sprint(b.Ports[0].Target) != listenPort {
+			t.Errorf("service %s: ports %+v, want one, to the listen port %s", name, b.Ports, listenPort)
+		}
+		if b.Restart != types.RestartPolicyUnlessStopped {
+			t.Errorf("service %s: restart %q, want %s (a bridge whose state was taken over exits; it comes back as the standby)",
+				name, b.Restart, types.RestartPolicyUnlessStopped)
+		}
+		// It waits for what the default bridge waits for, and for its database.
+		for _, dep := range []string{"directus", "idp", "directus-init", "bridge-db-init"} {
+			if _, ok := b.DependsOn[dep]; !ok {
+				t.Errorf("service %s does not depend on %s", name, dep)
+			}
+		}
+		// Never on the default bridge, even indirectly: `docker compose
+		// --profile standby up bridge-a bridge-b` must be able to leave it
+		// out (one bridge state per Directus).
+		seen := map[string]bool{}
+		var walk func(string)
+		walk = func(n string) {
+			for dep := range service(t, p, n).DependsOn {
+				if !seen[dep] {
+					seen[dep] = true
+					walk(dep)
+				}
+			}
+		}
+		walk(name)
+		for dep := range seen {
+			if dep == "bridge" || slices.Contains(composeStandbyBridges, dep) {
+				t.Errorf("service %s depends on %s: the standby pair must start without the other bridges", name, dep)
+			}
+		}
+		// Liveness, not readiness: a standby answers /readyz 503 by design.
+		hc := []string{}
+		if b.HealthCheck != nil {
+			hc = b.HealthCheck.Test
+		}
+		if len(hc) < 3 || hc[0] != "CMD" || len(df.entrypoint) != 1 || hc[1] != df.entrypoint[0] || hc[2] != "healthcheck" {
+			t.Errorf("service %s: healthcheck %q, want [CMD %s healthcheck ...]", name, hc, strings.Join(df.entrypoint, " "))
+		} else if u, err := url.Parse(flagValue(hc, "-url")); err != nil || u.Hostname() != "127.0.0.1" || u.Port() != listenPort || u.Path != "/healthz" {
+			t.Errorf("service %s: healthcheck -url %q, want http://127.0.0.1:%s/healthz", name, flagValue(hc, "-url"), listenPort)
+		}
+		envs = append(envs, envOf(t, b))
+	}
+	// Both on one state: the same environment (DSN, key, Directus token).
+	if diff := cmp.Diff(envs[0], envs[1]); diff != "" {
+		t.Errorf("services %s and %s have different environments (-%s +%s):\n%s",
+			composeStandbyBridges[0], composeStandbyBridges[1], composeStandbyBridges[0], composeStandbyBridges[1], diff)
+	}
+
+	dbInit := service(t, p, "bridge-db-init")
+	if dbInit.Image != service(t, p, "postgres").Image {
+		t.Errorf("service bridge-db-init: image %q, want the postgres service's (its psql)", dbInit.Image)
+	}
+	if dbInit.Restart != "" && dbInit.Restart != types.RestartPolicyNo {
+		t.Errorf("service bridge-db-init is one-shot: restart %q", dbInit.Restart)
+	}
+	if hasHealthcheck(dbInit) {
+		t.Errorf("service bridge-db-init is one-shot: it must not have a healthcheck (the bridges wait for it to complete)")
+	}
+	if d, ok := dbInit.DependsOn["postgres"]; !ok || d.Condition != types.ServiceConditionHealthy {
+		t.Errorf("service bridge-db-init: depends_on postgres %+v, want service_healthy", dbInit.DependsOn)
+	}
+	if src := filepath.Join(root, composeStandbyInit); !slices.ContainsFunc(dbInit.Volumes, func(v types.ServiceVolumeConfig) bool {
+		return v.Type == types.VolumeTypeBind && v.Source == src && v.ReadOnly && slices.Contains(dbInit.Command, v.Target)
+	}) {
+		t.Errorf("service bridge-db-init does not run %s (mounted read-only): volumes %+v, command %q", composeStandbyInit, dbInit.Volumes, dbInit.Command)
+	}
+
+	// config check accepts the file with the environment the compose file
+	// gives the bridges (and nothing else).
+	bin := buildBridgeBinary(t)
+	check := exec.Command(bin, "config", "check", "-config", filepath.Join(root, composeStandbyConf))
+	for k, v := range envs[0] {
+		check.Env = append(check.Env, k+"="+v)
+	}
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Errorf("config check of %s with the %s service's env: %v\n%s", composeStandbyConf, composeStandbyBridges[0], err, out)
+	}
+}
+
+// TestComposeStandbySecrets: the standby bridges' DSN names the role and
+// database bridge-db-init creates, with the password it sets, and both
+// share one state key; with the defaults and when overridden.
+func TestComposeStandbySecrets(t *testing.T) {
+	sc, _ := standbyConfig(t)
+	in := parseStandbyInit(t)
+	key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
+	for _, env := range [][]string{nil, {"DIRECTUS_BRIDGE_DB_PASSWORD=override-pw", "DIRECTUS_BRIDGE_STATE_KEY=" + key, "POSTGRES_PASSWORD=override-root"}} {
+		p := loadComposeProfiles(t, []string{composeStandbyProfile}, env...)
+		pg := envOf(t, service(t, p, "postgres"))
+		dbInit := envOf(t, service(t, p, "bridge-db-init"))
+		d := envOf(t, service(t, p, "directus"))
+
+		// bridge-db-init logs in as the superuser of the postgres service.
+		if dbInit["PGHOST"] != "postgres" || dbInit["PGUSER"] != pg["POSTGRES_USER"] || dbInit["PGPASSWORD"] != pg["POSTGRES_PASSWORD"] || dbInit["PGDATABASE"] == "" {
+			t.Errorf("env %v: bridge-db-init connects as %s@%s/%s with password %q, want %s@postgres with POSTGRES_PASSWORD %q",
+				env, dbInit["PGUSER"], dbInit["PGHOST"], dbInit["PGDATABASE"], dbInit["PGPASSWORD"], pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"])
+		}
+		password := dbInit[in.passwordEnv]
+		if password == "" || password == pg["POSTGRES_PASSWORD"] {
+			t.Errorf("env %v: bridge-db-init: %s is %q: want a password of its own", env, in.passwordEnv, password)
+		}
+
+		for _, name := range composeStandbyBridges {
+			b := envOf(t, service(t, p, name))
+			dsn := b[sc.State.DSNEnv]
+			u, err := url.Parse(dsn)
+			if err != nil {
+				t.Errorf("env %v: service %s: %s does not parse as a URL", env, name, sc.State.DSNEnv)
+				continue
+			}
+			pw, _ := u.User.Password()
+			if u.Scheme != "postgres" || u.Hostname() != "postgres" || u.Port() != "5432" {
+				t.Errorf("env %v: service %s: DSN %s://%s, want postgres://...@postgres:5432", env, name, u.Scheme, u.Host)
+			}
+			if db := strings.TrimPrefix(u.Path, "/"); u.User.Username() != in.role || db != in.database {
+				t.Errorf("env %v: service %s: DSN role %q database %q, %s creates %q and %q",
+					env, name, u.User.Username(), db, composeStandbyInit, in.role, in.database)
+			}
+			if pw != password {
+				t.Errorf("env %v: service %s: the DSN's password is not the %s that bridge-db-init sets", env, name, in.passwordEnv)
+			}
+			if got := u.Query().Get("sslmode"); got != "disable" {
+				t.Errorf("env %v: service %s: sslmode %q, want disable (the compose postgres has no TLS)", env, name, got)
+			}
+			keys, err := bridge.LoadKeys(b[sc.State.KeyEnv], "")
+			if err != nil || len(keys) != 1 {
+				t.Errorf("env %v: service %s: %s: %d keys, %v; want one key", env, name, sc.State.KeyEnv, len(keys), err)
+			}
+			if b["DIRECTUS_BRIDGE_DIRECTUS_TOKEN"] != d["ADMIN_TOKEN"] {
+				t.Errorf("env %v: service %s: Directus token is not Directus's ADMIN_TOKEN", env, name)
+			}
+			if env != nil && (pw != "override-pw" || b[sc.State.KeyEnv] != key) {
+				t.Errorf("env %v: service %s: the overrides do not apply (DSN password or state key)", env, name)
+			}
+		}
+	}
+}
+
+// buildBridgeBinary builds cmd/directus-bridge into a temporary folder.
+func buildBridgeBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "directus-bridge")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/directus-bridge")
+	build.Dir = repoRoot(t)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
 }
 
 // dockerfile is what the tests read from the Dockerfile.
