@@ -124,11 +124,16 @@ func (c *Client) AccessUsers(ctx context.Context, ids []string) (map[string]stri
 // AttachPolicy attaches a policy to a user with POST /access, as an
 // administrator may do directly, and returns the access row's id.
 func (c *Client) AttachPolicy(ctx context.Context, user, policy string) (string, error) {
+	return c.createAccess(ctx, map[string]string{"user": user, "policy": policy})
+}
+
+// createAccess creates an access row (POST /access) and returns its id.
+func (c *Client) createAccess(ctx context.Context, row map[string]string) (string, error) {
 	var out struct {
 		ID string `json:"id"`
 	}
 	err := c.do(ctx, request{op: "create_access", method: http.MethodPost, path: "/access",
-		query: url.Values{"fields": {"id"}}, body: map[string]string{"user": user, "policy": policy}, out: &out})
+		query: url.Values{"fields": {"id"}}, body: row, out: &out})
 	if err != nil {
 		return "", fmt.Errorf("directus: create access: %w", err)
 	}
@@ -196,15 +201,7 @@ func (c *Client) SetPolicyAccess(ctx context.Context, id string, f AccessFlags) 
 // AttachRolePolicy attaches a policy to a role with POST /access and
 // returns the access row's id.
 func (c *Client) AttachRolePolicy(ctx context.Context, role, policy string) (string, error) {
-	var out struct {
-		ID string `json:"id"`
-	}
-	err := c.do(ctx, request{op: "create_access", method: http.MethodPost, path: "/access",
-		query: url.Values{"fields": {"id"}}, body: map[string]string{"role": role, "policy": policy}, out: &out})
-	if err != nil {
-		return "", fmt.Errorf("directus: create access: %w", err)
-	}
-	return out.ID, nil
+	return c.createAccess(ctx, map[string]string{"role": role, "policy": policy})
 }
 
 // Grant is a directus_access row: a policy attached to a user or a role.

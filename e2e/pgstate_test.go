@@ -80,6 +80,41 @@ func freshSchema(t *testing.T, dsn string) (string, string) {
 	return u.String(), schema
 }
 
+// pgState is a fresh PostgreSQL state for the bridge processes a test
+// starts: its schema, and the DSN (with its password) and state key set in
+// the environment the binaries inherit.
+type pgState struct {
+	dsn, schema, password string
+}
+
+func newPGState(t *testing.T, base string) pgState {
+	t.Helper()
+	dsn, schema := freshSchema(t, base)
+	u, _ := url.Parse(dsn)
+	password, _ := u.User.Password()
+	key := make([]byte, 32)
+	rand.Read(key)
+	t.Setenv("DIRECTUS_BRIDGE_STATE_DSN", dsn)
+	t.Setenv("DIRECTUS_BRIDGE_STATE_KEY", base64.StdEncoding.EncodeToString(key))
+	return pgState{dsn: dsn, schema: schema, password: password}
+}
+
+// pgConfig is binaryConfig with its state in PostgreSQL (state is the
+// state block's extra keys, e.g. "standby: true").
+func pgConfig(t *testing.T, d DirectusInstance, port int, ttl, rules, state string) string {
+	t.Helper()
+	c := binaryConfig(d, port, "", ttl, rules)
+	block := "driver: postgres"
+	if state != "" {
+		block += ", " + state
+	}
+	pg := strings.Replace(c, `state: {path: ""}`, "state: {"+block+"}", 1)
+	if pg == c {
+		t.Fatal("binaryConfig has no state line to replace")
+	}
+	return pg
+}
+
 // TestPostgresStateSurvivesARestartAndIsHeldByOne: serve with the state in
 // PostgreSQL hands out a token, a second serve on the same database and
 // schema refuses to start, and after a restart the first token is handed
@@ -90,20 +125,10 @@ func TestPostgresStateSurvivesARestartAndIsHeldByOne(t *testing.T) {
 		ctx := context.Background()
 		f := newFixture(t, d)
 		auth0 := stack.IdP.Issuers["auth0"]
-		dsn, schema := freshSchema(t, base)
-		u, _ := url.Parse(dsn)
-		password, _ := u.User.Password()
-		key := make([]byte, 32)
-		rand.Read(key)
-		t.Setenv("DIRECTUS_BRIDGE_STATE_DSN", dsn)
-		t.Setenv("DIRECTUS_BRIDGE_STATE_KEY", base64.StdEncoding.EncodeToString(key))
+		pg := newPGState(t, base)
+		dsn, schema, password := pg.dsn, pg.schema, pg.password
 		config := func(port int) string {
-			c := binaryConfig(d, port, "", "10m", fmt.Sprintf("  - {any_scopes: [items:read], role: %q}", f.reader.Name))
-			pg := strings.Replace(c, `state: {path: ""}`, `state: {driver: postgres}`, 1)
-			if pg == c {
-				t.Fatal("binaryConfig has no state line to replace")
-			}
-			return pg
+			return pgConfig(t, d, port, "10m", fmt.Sprintf("  - {any_scopes: [items:read], role: %q}", f.reader.Name), "")
 		}
 		noPassword := func(p *process) {
 			t.Helper()

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"net/http"
 	"os"
@@ -24,19 +22,10 @@ func TestStandbyTakesOverAndRevokes(t *testing.T) {
 	forEachDirectus(t, func(t *testing.T, d DirectusInstance) {
 		f := newFixture(t, d)
 		auth0 := stack.IdP.Issuers["auth0"]
-		dsn, _ := freshSchema(t, base)
-		key := make([]byte, 32)
-		rand.Read(key)
-		t.Setenv("DIRECTUS_BRIDGE_STATE_DSN", dsn)
-		t.Setenv("DIRECTUS_BRIDGE_STATE_KEY", base64.StdEncoding.EncodeToString(key))
+		newPGState(t, base)
 		const ttl = 12 * time.Second
 		config := func(port int) string {
-			c := binaryConfig(d, port, "", "12s", fmt.Sprintf("  - {any_scopes: [items:read], role: %q}", f.reader.Name))
-			pg := strings.Replace(c, `state: {path: ""}`, `state: {driver: postgres, standby: true}`, 1)
-			if pg == c {
-				t.Fatal("binaryConfig has no state line to replace")
-			}
-			return pg
+			return pgConfig(t, d, port, "12s", fmt.Sprintf("  - {any_scopes: [items:read], role: %q}", f.reader.Name), "standby: true")
 		}
 		portA, portB := freePort(t), freePort(t)
 		a := startBinary(t, d, config(portA), portA)

@@ -2,13 +2,10 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,13 +30,8 @@ func TestStateCopyBboltToPostgresAndBack(t *testing.T) {
 		ctx := context.Background()
 		f := newFixture(t, d)
 		auth0 := stack.IdP.Issuers["auth0"]
-		dsn, schema := freshSchema(t, base)
-		u, _ := url.Parse(dsn)
-		password, _ := u.User.Password()
-		key := make([]byte, 32)
-		rand.Read(key)
-		t.Setenv("DIRECTUS_BRIDGE_STATE_DSN", dsn)
-		t.Setenv("DIRECTUS_BRIDGE_STATE_KEY", base64.StdEncoding.EncodeToString(key))
+		pg := newPGState(t, base)
+		dsn, schema, password := pg.dsn, pg.schema, pg.password
 
 		dir := t.TempDir()
 		boltPath, backPath := filepath.Join(dir, "state.db"), filepath.Join(dir, "back", "state.db")
