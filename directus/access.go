@@ -35,9 +35,15 @@ type role struct {
 
 // Roles lists every role.
 func (c *Client) Roles(ctx context.Context) ([]Role, error) {
+	return c.listRoles(ctx, url.Values{"sort": {"name"}})
+}
+
+// listRoles lists the roles query selects, with their policies.
+func (c *Client) listRoles(ctx context.Context, query url.Values) ([]Role, error) {
+	query.Set("fields", "id,name,parent,policies.policy")
+	query.Set("limit", "-1")
 	var out []role
-	err := c.do(ctx, request{op: "list_roles", method: http.MethodGet, path: "/roles",
-		query: url.Values{"fields": {"id,name,parent,policies.policy"}, "limit": {"-1"}, "sort": {"name"}}, out: &out})
+	err := c.do(ctx, request{op: "list_roles", method: http.MethodGet, path: "/roles", query: query, out: &out})
 	if err != nil {
 		return nil, fmt.Errorf("directus: list roles: %w", err)
 	}
@@ -169,20 +175,7 @@ func (c *Client) PoliciesNamed(ctx context.Context, name string) ([]Policy, erro
 // RolesNamed lists the roles called name, with their policies (role names
 // are not unique either).
 func (c *Client) RolesNamed(ctx context.Context, name string) ([]Role, error) {
-	var out []role
-	err := c.do(ctx, request{op: "list_roles", method: http.MethodGet, path: "/roles",
-		query: url.Values{"fields": {"id,name,parent,policies.policy"}, "filter": {nameFilter(name)}, "limit": {"-1"}, "sort": {"id"}}, out: &out})
-	if err != nil {
-		return nil, fmt.Errorf("directus: list roles: %w", err)
-	}
-	roles := make([]Role, len(out))
-	for i, r := range out {
-		roles[i] = Role{ID: r.ID, Name: r.Name, Parent: deref(r.Parent)}
-		for _, p := range r.Policies {
-			roles[i].Policies = append(roles[i].Policies, p.Policy)
-		}
-	}
-	return roles, nil
+	return c.listRoles(ctx, url.Values{"filter": {nameFilter(name)}, "sort": {"id"}})
 }
 
 // SetPolicyAccess sets a policy's two access flags (PATCH /policies/:id)
