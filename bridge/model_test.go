@@ -19,6 +19,8 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"pgregory.net/rapid"
 
+	"github.com/directus-bridge/directus-bridge/bridge/state/pgstate"
+	"github.com/directus-bridge/directus-bridge/bridge/state/pgstate/pgstatetest"
 	"github.com/directus-bridge/directus-bridge/directus"
 	"github.com/directus-bridge/directus-bridge/directus/directustest"
 	"github.com/directus-bridge/directus-bridge/mapping"
@@ -150,6 +152,7 @@ type model struct {
 	faults  *faultPlan
 	path    string
 	key     []byte
+	pgDSN   string // the state in PostgreSQL (a schema of its own) instead of the file
 	store   *Store
 	ex      *Exchanger
 	now     time.Time
@@ -171,7 +174,7 @@ type model struct {
 	nforeign       int
 }
 
-func newModel(t *testing.T, mi *modelIssuers, rt *rapid.T) *model {
+func newModel(t *testing.T, mi *modelIssuers, rt *rapid.T, pgDSN ...string) *model {
 	m := &model{t: t, mi: mi, now: time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC),
 		users: map[string]pair{}, tokens: map[string]pair{}, adminSuspended: map[string]bool{},
 		unobserved: map[string]bool{}, foreign: map[string]string{}}
@@ -194,6 +197,9 @@ func newModel(t *testing.T, mi *modelIssuers, rt *rapid.T) *model {
 	m.pols = []directus.Policy{m.extra}
 	m.path = filepath.Join(t.TempDir(), fmt.Sprintf("state-%d.db", time.Now().UnixNano()))
 	m.key = make([]byte, 32)
+	if len(pgDSN) > 0 {
+		m.pgDSN = pgDSN[0]
+	}
 	m.start()
 	if _, err := m.ex.Watch(ctx); err != nil { // the watcher's starting point
 		t.Fatal(err)
@@ -211,7 +217,17 @@ func (m *model) close() {
 // process does.
 func (m *model) start() {
 	var err error
-	if m.store, err = OpenStore(m.path, m.key); err != nil {
+	if m.pgDSN != "" {
+		// Another process taking the state over (a standby) after the
+		// holder crashed: the same as a restart, on PostgreSQL.
+		b, err := pgstate.Open(context.Background(), m.pgDSN)
+		if err != nil {
+			m.t.Fatalf("open the PostgreSQL state: %v", err)
+		}
+		if m.store, err = NewStore(b, m.key); err != nil {
+			m.t.Fatalf("load the PostgreSQL state: %v", err)
+		}
+	} else if m.store, err = OpenStore(m.path, m.key); err != nil {
 		m.t.Fatalf("reopen state: %v", err)
 	}
 	m.ex, err = NewExchanger(Options{
@@ -587,9 +603,28 @@ func (m *model) check(rt *rapid.T) {
 }
 
 func TestExchangeStateMachine(t *testing.T) {
+	runStateMachine(t, nil)
+}
+
+// TestExchangeStateMachineOnPostgres runs the same sequences with the state
+// in PostgreSQL (the test stack's; a schema per sequence): every crash is a
+// takeover of the state by another process, which loads it from the
+// database.
+func TestExchangeStateMachineOnPostgres(t *testing.T) {
+	schemas := pgstatetest.NewSchemas(t)
+	runStateMachine(t, func() string { return schemas.Fresh(t) })
+}
+
+// runStateMachine checks the model's invariants over random sequences;
+// with pg, each sequence keeps its state in the PostgreSQL schema pg gives.
+func runStateMachine(t *testing.T, pg func() string) {
 	mi := newModelIssuers(t)
 	rapid.Check(t, func(rt *rapid.T) {
-		m := newModel(t, mi, rt)
+		var dsn []string
+		if pg != nil {
+			dsn = append(dsn, pg())
+		}
+		m := newModel(t, mi, rt, dsn...)
 		defer m.close()
 		rt.Repeat(map[string]func(*rapid.T){
 			"exchange":  m.exchange,

@@ -2,9 +2,6 @@ package pgstate
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -12,7 +9,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,114 +16,8 @@ import (
 
 	"github.com/directus-bridge/directus-bridge/bridge/state"
 	"github.com/directus-bridge/directus-bridge/bridge/state/conformance"
+	"github.com/directus-bridge/directus-bridge/bridge/state/pgstate/pgstatetest"
 )
-
-// stackEnv names the stack file that testdata/stack/stack.sh writes; its
-// postgres.dsn is a database the tests may create schemas in.
-const stackEnv = "DIRECTUS_BRIDGE_STACK"
-
-// testDSN returns the stack's DSN. Outside CI the test is skipped when
-// there is none; in CI (CI set) that is a failure.
-func testDSN(t testing.TB) string {
-	t.Helper()
-	path := os.Getenv(stackEnv)
-	fail := t.Skipf
-	if os.Getenv("CI") != "" {
-		fail = t.Fatalf
-	}
-	if path == "" {
-		fail("%s is not set: the PostgreSQL adapter needs the test stack (testdata/stack/stack.sh up)", stackEnv)
-		return ""
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s struct {
-		Postgres *struct {
-			DSN string `json:"dsn"`
-		} `json:"postgres"`
-	}
-	if err := json.Unmarshal(b, &s); err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	if s.Postgres == nil || s.Postgres.DSN == "" {
-		fail("%s has no postgres.dsn (the stack runs PostgreSQL only with directus12-postgres)", path)
-		return ""
-	}
-	return s.Postgres.DSN
-}
-
-// schemas creates fresh schemas on the stack's database and drops them when
-// the test ends.
-type schemas struct {
-	dsn     string
-	admin   *pgx.Conn
-	mu      sync.Mutex
-	created []string
-}
-
-func newSchemas(t testing.TB) *schemas {
-	t.Helper()
-	dsn := testDSN(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	admin, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatalf("connect to the stack's PostgreSQL: %v", err)
-	}
-	s := &schemas{dsn: dsn, admin: admin}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		for _, name := range s.created {
-			if _, err := admin.Exec(ctx, `DROP SCHEMA `+name+` CASCADE`); err != nil {
-				t.Errorf("drop schema %s: %v", name, err)
-			}
-		}
-		admin.Close(ctx)
-	})
-	return s
-}
-
-// fresh creates an empty schema and returns the DSN that uses it.
-func (s *schemas) fresh(t testing.TB) string {
-	t.Helper()
-	b := make([]byte, 6)
-	rand.Read(b)
-	name := "pgstate_test_" + hex.EncodeToString(b)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, err := s.admin.Exec(t.Context(), `CREATE SCHEMA `+name); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	s.created = append(s.created, name)
-	return withParam(t, s.dsn, "search_path", name)
-}
-
-// exec runs sql on the admin connection.
-func (s *schemas) exec(t *testing.T, sql string, args ...any) {
-	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, err := s.admin.Exec(t.Context(), sql, args...); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
-
-// withParam returns dsn (a URL) with a query parameter set.
-func withParam(t testing.TB, dsn, k, v string) string {
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal("the stack's DSN is not a URL")
-	}
-	q := u.Query()
-	q.Set(k, v)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
 
 func quick(t *testing.T) {
 	old := HoldTimeout
@@ -137,9 +27,9 @@ func quick(t *testing.T) {
 
 func TestConformance(t *testing.T) {
 	quick(t)
-	s := newSchemas(t)
+	s := pgstatetest.NewSchemas(t)
 	conformance.Run(t, func(t *testing.T) conformance.Opener {
-		dsn := s.fresh(t)
+		dsn := s.Fresh(t)
 		return func() (state.Backend, error) { return Open(t.Context(), dsn) }
 	})
 }
@@ -201,9 +91,9 @@ func put(t *testing.T, b *Backend, keys ...string) error {
 
 func TestPGMigrate(t *testing.T) {
 	quick(t)
-	s := newSchemas(t)
+	s := pgstatetest.NewSchemas(t)
 	t.Run("FromEmptyThenNoOp", func(t *testing.T) {
-		dsn := s.fresh(t)
+		dsn := s.Fresh(t)
 		b, err := Open(t.Context(), dsn)
 		if err != nil {
 			t.Fatal(err)
@@ -229,14 +119,14 @@ func TestPGMigrate(t *testing.T) {
 		}
 	})
 	t.Run("NewerIsRefused", func(t *testing.T) {
-		dsn := s.fresh(t)
+		dsn := s.Fresh(t)
 		b := mustOpen(t, dsn)
 		if err := put(t, b, "a"); err != nil {
 			t.Fatal(err)
 		}
 		b.Close()
 		schema := mustQuery(t, dsn, `SELECT current_schema()`)
-		s.exec(t, `INSERT INTO `+schema+`.`+versionTable+` (version) VALUES ($1)`, SchemaVersion+1)
+		s.Exec(t, `INSERT INTO `+schema+`.`+versionTable+` (version) VALUES ($1)`, SchemaVersion+1)
 		_, err := Open(t.Context(), dsn)
 		if err == nil {
 			t.Fatal("a schema of a newer version was opened")
@@ -249,13 +139,13 @@ func TestPGMigrate(t *testing.T) {
 		if g := mustQuery(t, dsn, `SELECT generation::text FROM `+holderTable); g != "1" {
 			t.Fatalf("the refused open changed the generation to %s", g)
 		}
-		s.exec(t, `DELETE FROM `+schema+`.`+versionTable+` WHERE version > $1`, SchemaVersion)
+		s.Exec(t, `DELETE FROM `+schema+`.`+versionTable+` WHERE version > $1`, SchemaVersion)
 		if got := keysOf(t, mustOpen(t, dsn)); got != "a" {
 			t.Fatalf("records: %q", got)
 		}
 	})
 	t.Run("NoSchema", func(t *testing.T) {
-		_, err := Open(t.Context(), withParam(t, s.dsn, "search_path", "pgstate_no_such_schema"))
+		_, err := Open(t.Context(), pgstatetest.WithParam(t, s.DSN, "search_path", "pgstate_no_such_schema"))
 		if err == nil || !strings.Contains(err.Error(), "no schema of the search_path exists") {
 			t.Fatalf("open without a schema: %v", err)
 		}
@@ -278,16 +168,16 @@ func mustQuery(t *testing.T, dsn, sql string) string {
 
 // kill terminates the server process of b's connection, as a restarted
 // server or a cut network would.
-func kill(t *testing.T, s *schemas, b *Backend) {
+func kill(t *testing.T, s *pgstatetest.Schemas, b *Backend) {
 	t.Helper()
 	pid := b.backendPID()
 	if pid == 0 {
 		t.Fatal("no connection to kill")
 	}
-	s.mu.Lock()
+	s.Mu.Lock()
 	var ok bool
-	err := s.admin.QueryRow(t.Context(), `SELECT pg_terminate_backend($1, 5000)`, int32(pid)).Scan(&ok)
-	s.mu.Unlock()
+	err := s.Admin.QueryRow(t.Context(), `SELECT pg_terminate_backend($1, 5000)`, int32(pid)).Scan(&ok)
+	s.Mu.Unlock()
 	if err != nil || !ok {
 		t.Fatalf("pg_terminate_backend(%d): %v %v", pid, ok, err)
 	}
@@ -295,8 +185,8 @@ func kill(t *testing.T, s *schemas, b *Backend) {
 
 func TestPGConnectionKilledThenRecovery(t *testing.T) {
 	quick(t)
-	s := newSchemas(t)
-	dsn := s.fresh(t)
+	s := pgstatetest.NewSchemas(t)
+	dsn := s.Fresh(t)
 	b := mustOpen(t, dsn)
 	if err := put(t, b, "a"); err != nil {
 		t.Fatal(err)
@@ -339,10 +229,10 @@ func TestPGConnectionKilledThenRecovery(t *testing.T) {
 
 func TestPGTakeoverWhileDisconnected(t *testing.T) {
 	quick(t)
-	s := newSchemas(t)
+	s := pgstatetest.NewSchemas(t)
 	for _, stillOpen := range []bool{false, true} {
 		t.Run(fmt.Sprintf("OtherStillOpen=%v", stillOpen), func(t *testing.T) {
-			dsn := s.fresh(t)
+			dsn := s.Fresh(t)
 			a := mustOpen(t, dsn)
 			if err := put(t, a, "from-a"); err != nil {
 				t.Fatal(err)
@@ -397,8 +287,8 @@ func TestPGTakeoverWhileDisconnected(t *testing.T) {
 
 func TestPGHeldMessageNamesTheHolder(t *testing.T) {
 	quick(t)
-	s := newSchemas(t)
-	dsn := s.fresh(t)
+	s := pgstatetest.NewSchemas(t)
+	dsn := s.Fresh(t)
 	b := mustOpen(t, dsn)
 	_, err := Open(t.Context(), dsn)
 	if !errors.Is(err, state.ErrHeld) {
@@ -449,10 +339,10 @@ func TestPGPasswordNeverInErrors(t *testing.T) {
 	}
 	// With the server: a database whose name is the password, so that the
 	// server's own message names it.
-	if os.Getenv(stackEnv) == "" && os.Getenv("CI") == "" {
-		t.Skipf("%s is not set: the rest needs the test stack", stackEnv)
+	if os.Getenv(pgstatetest.StackEnv) == "" && os.Getenv("CI") == "" {
+		t.Skipf("%s is not set: the rest needs the test stack", pgstatetest.StackEnv)
 	}
-	u, err := url.Parse(testDSN(t))
+	u, err := url.Parse(pgstatetest.DSN(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -468,7 +358,7 @@ func TestPGPasswordNeverInErrors(t *testing.T) {
 // BenchmarkPGPut measures one write of one record, as an exchange makes
 // (records of 600 bytes, over 1000 keys).
 func BenchmarkPGPut(b *testing.B) {
-	be, err := Open(b.Context(), newSchemas(b).fresh(b))
+	be, err := Open(b.Context(), pgstatetest.NewSchemas(b).Fresh(b))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -483,7 +373,7 @@ func BenchmarkPGPut(b *testing.B) {
 
 // BenchmarkPGLoad measures loading 50,000 records of 600 bytes.
 func BenchmarkPGLoad(b *testing.B) {
-	be, err := Open(b.Context(), newSchemas(b).fresh(b))
+	be, err := Open(b.Context(), pgstatetest.NewSchemas(b).Fresh(b))
 	if err != nil {
 		b.Fatal(err)
 	}
