@@ -31,7 +31,10 @@ type loadRow struct {
 	// writes is the state writes (transactions) per operation (-1: not
 	// applicable).
 	writes float64
-	note   string
+	// ref is the no-op row this row's throughput is compared with (nil:
+	// the row is a reference itself).
+	ref  *loadRow
+	note string
 }
 
 // microRow is one verification micro-benchmark per issuer.
@@ -40,24 +43,26 @@ type microRow struct {
 	res  map[string]testing.BenchmarkResult // by issuer name
 }
 
-// backendRows are the exchange rows measured on one state backend.
+// backendRows are the exchange rows measured on one state backend, and
+// the no-op reference measured just before them (on a shared, noisy machine
+// a reference minutes away says less).
 type backendRows struct {
-	state                                            string
-	returning, returningNoCache, newClient, rotation *loadRow
+	state                                                  string
+	noop, returning, returningNoCache, newClient, rotation *loadRow
 }
 
 // exchangeReport holds the rows of the exchange table.
 type exchangeReport struct {
-	noop, usersMe *loadRow
-	backends      []*backendRows
-	micro         []microRow
-	issuers       []string
+	usersMe  *loadRow
+	backends []*backendRows
+	micro    []microRow
+	issuers  []string
 }
 
 func (r *exchangeReport) rows() []*loadRow {
-	all := []*loadRow{r.noop}
+	var all []*loadRow
 	for _, b := range r.backends {
-		all = append(all, b.returning, b.returningNoCache, b.newClient, b.rotation)
+		all = append(all, b.noop, b.returning, b.returningNoCache, b.newClient, b.rotation)
 	}
 	all = append(all, r.usersMe)
 	var out []*loadRow
@@ -109,6 +114,7 @@ func exchangeRows(ctx context.Context, stderr io.Writer, cfg config, e *env, fir
 	hc := newHTTPClient(conc)
 	defer hc.CloseIdleConnections()
 
+	var refNoop *loadRow // the latest no-op row
 	exchangeRow := func(name, stateName string, in *instance, op func(ctx context.Context, w, i int) error, maxOps int) *loadRow {
 		progress(stderr, "%s: %s, %s state", e.d.Name, name, stateName)
 		before, busy, dials := in.directus.reqs.Load(), in.directus.busy.Load(), in.directus.dials.Load()
@@ -116,7 +122,7 @@ func exchangeRows(ctx context.Context, stderr io.Writer, cfg config, e *env, fir
 		res := load(ctx, conc, cfg.duration, maxOps, op)
 		res.directus = in.directus.reqs.Load() - before
 		row := &loadRow{name: name, state: stateName, res: res, perOp: res.perOp(res.directus),
-			writes: res.perOp(in.state.writes.writes.Load() - writes)}
+			writes: res.perOp(in.state.writes.writes.Load() - writes), ref: refNoop}
 		if res.directus > 0 {
 			var total time.Duration
 			for _, l := range res.lat {
@@ -176,24 +182,25 @@ func exchangeRows(ctx context.Context, stderr io.Writer, cfg config, e *env, fir
 
 		if bi == 0 {
 			live = tokens
-			// Reference: a no-op handler in the same server stack, same form
-			// POST, answering the same bytes as an exchange.
-			progress(stderr, "%s: no-op handler", e.d.Name)
-			noopURL, stopNoop, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				_, _ = io.Copy(io.Discard, r.Body)
-				w.Header().Set("Content-Type", "application/json; charset=utf-8")
-				w.Header().Set("Cache-Control", "no-store")
-				_, _ = w.Write(answer)
-			}))
-			if err != nil {
-				return rep, err
-			}
-			res := load(ctx, conc, cfg.duration, cfg.maxRequests, func(ctx context.Context, w, _ int) error {
-				return expectOK(post(ctx, hc, noopURL+"/oauth/token", forms[w%len(forms)]))
-			})
-			stopNoop()
-			rep.noop = &loadRow{name: "no-op handler, same server stack and form POST (reference)", res: res, perOp: -1, writes: -1}
 		}
+		// Reference: a no-op handler in the same server stack, same form
+		// POST, answering the same bytes as an exchange.
+		progress(stderr, "%s: no-op handler, before the %s rows", e.d.Name, stateName)
+		noopURL, stopNoop, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/json; charset=utf-8")
+			w.Header().Set("Cache-Control", "no-store")
+			_, _ = w.Write(answer)
+		}))
+		if err != nil {
+			return rep, err
+		}
+		res := load(ctx, conc, cfg.duration, cfg.maxRequests, func(ctx context.Context, w, _ int) error {
+			return expectOK(post(ctx, hc, noopURL+"/oauth/token", forms[w%len(forms)]))
+		})
+		stopNoop()
+		br.noop = &loadRow{name: "no-op handler, same server stack and form POST (reference)", res: res, perOp: -1, writes: -1}
+		refNoop = br.noop
 
 		reuse := func(in *instance) func(ctx context.Context, w, _ int) error {
 			return func(ctx context.Context, w, _ int) error {
@@ -292,7 +299,7 @@ func exchangeRows(ctx context.Context, stderr io.Writer, cfg config, e *env, fir
 		return nil
 	})
 	res.directus = dhc.Transport.(*counter).reqs.Load()
-	rep.usersMe = &loadRow{name: "Directus GET /users/me, static token (reference)", res: res, perOp: res.perOp(res.directus), writes: -1}
+	rep.usersMe = &loadRow{name: "Directus GET /users/me, static token (reference)", res: res, perOp: res.perOp(res.directus), writes: -1, ref: refNoop}
 
 	if first {
 		if err := rep.microBenchmarks(ctx, stderr, cfg, e, idp, microOn, microOff); err != nil {
@@ -386,10 +393,9 @@ func ms(d time.Duration) string {
 }
 
 func (r *exchangeReport) print(w io.Writer, cfg config) {
-	if r.noop == nil {
+	if len(r.backends) == 0 || r.backends[0].noop == nil {
 		return
 	}
-	noop := r.noop.res.rate()
 	fmt.Fprintf(w, "\n### Exchanges (%d concurrent clients, %s per row)\n\n", cfg.concurrency, cfg.duration)
 	fmt.Fprintln(w, "| row | state | requests | per second | p50 | p99 | Directus requests each | state writes each | throughput vs no-op | CPU per request (this process) |")
 	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -400,10 +406,11 @@ func (r *exchangeReport) print(w io.Writer, cfg config) {
 			per = fmt.Sprintf("%.2f", row.perOp)
 		}
 		ratio := "1.00×"
-		if row != r.noop && noop > 0 {
-			ratio = fmt.Sprintf("%.2f×", res.rate()/noop)
-			if res.rate()/noop < 0.1 {
-				ratio = fmt.Sprintf("%.4f×", res.rate()/noop)
+		if row.ref != nil && row.ref.res.rate() > 0 {
+			x := res.rate() / row.ref.res.rate()
+			ratio = fmt.Sprintf("%.2f×", x)
+			if x < 0.1 {
+				ratio = fmt.Sprintf("%.4f×", x)
 			}
 		}
 		writes := "-"
@@ -473,15 +480,15 @@ func nsString(ns int64) string {
 
 func (r *exchangeReport) verdicts() []verdict {
 	var out []verdict
-	if r == nil || r.noop == nil {
+	if r == nil {
 		return out
 	}
-	noop := r.noop.res.rate()
 	for _, b := range r.backends {
 		ret := b.returning
-		if ret == nil {
+		if ret == nil || b.noop == nil {
 			continue
 		}
+		noop := b.noop.res.rate()
 		on := " (" + b.state + " state)"
 		out = append(out,
 			verdict{ok: ret.perOp == 0 && ret.res.ok > 0, what: "returning client" + on + ": 0 Directus requests",

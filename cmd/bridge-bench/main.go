@@ -20,7 +20,9 @@
 // or a new schema in the stack's state database (CREATE SCHEMA, reached
 // through search_path in the DSN, dropped at the end), with IdP clients of
 // its own; next to three reference rows measured in the same run: a no-op
-// handler in the same server stack answering the same form POST, one bare
+// handler in the same server stack answering the same form POST (measured
+// again just before each backend's rows, and each row's throughput is
+// compared with the latest), one bare
 // go-oidc verification of the same subject token (ns/op, with the bridge's
 // in-process exchange for comparison), and Directus GET /users/me with a
 // static token. A second table benchmarks the reconciler over -users seeded
