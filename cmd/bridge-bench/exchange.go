@@ -23,11 +23,18 @@ func newHTTPClient(maxIdle int) *http.Client {
 
 // loadRow is one row of the exchange table.
 type loadRow struct {
-	name string
-	res  result
+	name  string
+	state string // the state backend of an exchange row; "" for a reference
+	res   result
 	// perOp is the Directus requests per operation (-1: not applicable).
 	perOp float64
-	note  string
+	// writes is the state writes (transactions) per operation (-1: not
+	// applicable).
+	writes float64
+	// ref is the no-op row this row's throughput is compared with (nil:
+	// the row is a reference itself).
+	ref  *loadRow
+	note string
 }
 
 // microRow is one verification micro-benchmark per issuer.
@@ -36,16 +43,30 @@ type microRow struct {
 	res  map[string]testing.BenchmarkResult // by issuer name
 }
 
+// backendRows are the exchange rows measured on one state backend, and
+// the no-op reference measured just before them (on a shared, noisy machine
+// a reference minutes away says less).
+type backendRows struct {
+	state                                                  string
+	noop, returning, returningNoCache, newClient, rotation *loadRow
+}
+
 // exchangeReport holds the rows of the exchange table.
 type exchangeReport struct {
-	noop, returning, returningNoCache, newClient, rotation, usersMe *loadRow
-	micro                                                           []microRow
-	issuers                                                         []string
+	usersMe  *loadRow
+	backends []*backendRows
+	micro    []microRow
+	issuers  []string
 }
 
 func (r *exchangeReport) rows() []*loadRow {
+	var all []*loadRow
+	for _, b := range r.backends {
+		all = append(all, b.noop, b.returning, b.returningNoCache, b.newClient, b.rotation)
+	}
+	all = append(all, r.usersMe)
 	var out []*loadRow
-	for _, row := range []*loadRow{r.noop, r.returning, r.returningNoCache, r.newClient, r.rotation, r.usersMe} {
+	for _, row := range all {
 		if row != nil {
 			out = append(out, row)
 		}
@@ -53,84 +74,55 @@ func (r *exchangeReport) rows() []*loadRow {
 	return out
 }
 
-// exchangeRows measures the exchange rows and their references against e's
-// Directus. first also runs the verification micro-benchmarks (they do not
-// depend on Directus).
+// backendClients are the IdP clients of one state backend's rows: each
+// backend gets its own, so that every backend starts from users Directus
+// does not hold yet.
+type backendClients struct {
+	returning, rotating, pool []idpClient
+}
+
+// exchangeRows measures the exchange rows, once per state backend of
+// cfg.states, and their references against e's Directus. first also runs
+// the verification micro-benchmarks (they do not depend on Directus) on the
+// first backend's instances.
 func exchangeRows(ctx context.Context, stderr io.Writer, cfg config, e *env, first bool) (*exchangeReport, error) {
 	rep := &exchangeReport{issuers: []string{"auth0", "supertokens", "eddsa"}}
 	conc := cfg.concurrency
 	idp := newHTTPClient(8)
 	auth0 := e.st.IdP.Issuers["auth0"]
 	nNew := min(cfg.newClients, cfg.maxRequests)
-	progress(stderr, "%s: registering %d + %d + %d IdP clients", e.d.Name, conc, conc, nNew)
+	progress(stderr, "%s: registering %d + %d + %d IdP clients for each of %d state backends", e.d.Name, conc, conc, nNew, len(cfg.states))
 	t0 := time.Now()
-	prefix := "bridge-bench-" + e.run
-	returning, err := registerClients(ctx, idp, "auth0", auth0, prefix+"-ret", conc, 3600, 4)
-	if err != nil {
-		return rep, err
-	}
-	// Rotation clients' subject tokens outlive the 1h bridge tokens, so the
-	// TTL cap never makes a token reusable.
-	rotating, err := registerClients(ctx, idp, "auth0", auth0, prefix+"-rot", conc, 7200, 4)
-	if err != nil {
-		return rep, err
-	}
-	pool, err := registerClients(ctx, idp, "auth0", auth0, prefix+"-new", nNew, 3600, 4)
-	if err != nil {
-		return rep, err
+	clients := make([]backendClients, len(cfg.states))
+	for i, name := range cfg.states {
+		prefix := "bridge-bench-" + e.run + "-" + name
+		var err error
+		if clients[i].returning, err = registerClients(ctx, idp, "auth0", auth0, prefix+"-ret", conc, 3600, 4); err != nil {
+			return rep, err
+		}
+		// Rotation clients' subject tokens outlive the 1h bridge tokens, so
+		// the TTL cap never makes a token reusable.
+		if clients[i].rotating, err = registerClients(ctx, idp, "auth0", auth0, prefix+"-rot", conc, 7200, 4); err != nil {
+			return rep, err
+		}
+		if clients[i].pool, err = registerClients(ctx, idp, "auth0", auth0, prefix+"-new", nNew, 3600, 4); err != nil {
+			return rep, err
+		}
 	}
 	progress(stderr, "%s: registered in %s", e.d.Name, time.Since(t0).Round(time.Millisecond))
 
-	inst, err := newInstance(ctx, e, bridge.TokenConfig{}, 0)
-	if err != nil {
-		return rep, err
-	}
-	defer inst.stop()
 	hc := newHTTPClient(conc)
 	defer hc.CloseIdleConnections()
 
-	// Warm up: the returning clients' first exchange creates their users.
-	forms := make([]string, len(returning))
-	live := make([]string, len(returning))
-	var answer []byte
-	for i, c := range returning {
-		forms[i] = exchangeForm(c.Token)
-		e.users = append(e.users, e.userID(c.Subject))
-		st, body, err := post(ctx, hc, inst.url, forms[i])
-		if err := expectOK(st, body, err); err != nil {
-			return rep, fmt.Errorf("first exchange of %s: %w", c.ID, err)
-		}
-		var tok struct {
-			AccessToken string `json:"access_token"`
-		}
-		_ = json.Unmarshal(body, &tok)
-		live[i], answer = tok.AccessToken, body
-	}
-
-	// Reference: a no-op handler in the same server stack, same form POST,
-	// answering the same bytes as an exchange.
-	progress(stderr, "%s: no-op handler", e.d.Name)
-	noopURL, stopNoop, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/json; charset=utf-8")
-		w.Header().Set("Cache-Control", "no-store")
-		_, _ = w.Write(answer)
-	}))
-	if err != nil {
-		return rep, err
-	}
-	res := load(ctx, conc, cfg.duration, cfg.maxRequests, func(ctx context.Context, w, _ int) error {
-		return expectOK(post(ctx, hc, noopURL+"/oauth/token", forms[w%len(forms)]))
-	})
-	stopNoop()
-	rep.noop = &loadRow{name: "no-op handler, same server stack and form POST (reference)", res: res, perOp: -1}
-
-	exchangeRow := func(name string, in *instance, op func(ctx context.Context, w, i int) error, maxOps int) *loadRow {
-		progress(stderr, "%s: %s", e.d.Name, name)
+	var refNoop *loadRow // the latest no-op row
+	exchangeRow := func(name, stateName string, in *instance, op func(ctx context.Context, w, i int) error, maxOps int) *loadRow {
+		progress(stderr, "%s: %s, %s state", e.d.Name, name, stateName)
 		before, busy, dials := in.directus.reqs.Load(), in.directus.busy.Load(), in.directus.dials.Load()
+		writes, writeBusy := in.state.writes.writes.Load(), in.state.writes.busy.Load()
 		res := load(ctx, conc, cfg.duration, maxOps, op)
 		res.directus = in.directus.reqs.Load() - before
-		row := &loadRow{name: name, res: res, perOp: res.perOp(res.directus)}
+		row := &loadRow{name: name, state: stateName, res: res, perOp: res.perOp(res.directus),
+			writes: res.perOp(in.state.writes.writes.Load() - writes), ref: refNoop}
 		if res.directus > 0 {
 			var total time.Duration
 			for _, l := range res.lat {
@@ -141,84 +133,155 @@ func exchangeRows(ctx context.Context, stderr io.Writer, cfg config, e *env, fir
 				ms(mean), ms(time.Duration(in.directus.busy.Load()-busy)/time.Duration(res.ok+res.failed)),
 				in.directus.dials.Load()-dials, res.directus)
 		}
+		if n := in.state.writes.writes.Load() - writes; n > 0 {
+			if row.note != "" {
+				row.note += "; "
+			}
+			row.note += fmt.Sprintf("%d state writes of %s each on average", n,
+				ms(time.Duration(in.state.writes.busy.Load()-writeBusy)/time.Duration(n)))
+		}
 		return row
 	}
-	reuse := func(in *instance) func(ctx context.Context, w, _ int) error {
-		return func(ctx context.Context, w, _ int) error {
-			return expectOK(post(ctx, hc, in.url, forms[w%len(forms)]))
-		}
-	}
-	rep.returning = exchangeRow("(a) returning client, live token reused", inst, reuse(inst), cfg.maxRequests)
 
-	instNoCache, err := newInstance(ctx, e, bridge.TokenConfig{}, -1)
-	if err != nil {
-		return rep, err
-	}
-	defer instNoCache.stop()
-	rep.returningNoCache = exchangeRow("(a') returning client, verified-token cache off", instNoCache, reuse(instNoCache), cfg.maxRequests)
-
-	// (b) new clients, each exchanged once.
-	newForms := make([]string, len(pool))
-	for i, c := range pool {
-		newForms[i] = exchangeForm(c.Token)
-	}
-	started := make([]bool, len(pool))
-	rep.newClient = exchangeRow("(b) new client (one exchange each)", inst, func(ctx context.Context, _, i int) error {
-		started[i] = true
-		return expectOK(post(ctx, hc, inst.url, newForms[i]))
-	}, len(pool))
-	for i, s := range started {
-		if s {
-			e.users = append(e.users, e.userID(pool[i].Subject))
-		}
-	}
-	rep.newClient.note = fmt.Sprintf("%d of %d registered clients used; %s",
-		rep.newClient.res.ok+rep.newClient.res.failed, len(pool), rep.newClient.note)
-
-	// (c) rotation at every exchange: ttl 1h, rotate_before 1h - 1ms.
-	instRot, err := newInstance(ctx, e, bridge.TokenConfig{TTL: bridge.Duration(time.Hour),
-		RotateBefore: bridge.Duration(time.Hour - time.Millisecond)}, 0)
-	if err != nil {
-		return rep, err
-	}
-	defer instRot.stop()
-	rotForms := make([]string, len(rotating))
-	last := make([]string, len(rotating))
-	exchangeToken := func(ctx context.Context, form string) (string, error) {
-		st, body, err := post(ctx, hc, instRot.url, form)
-		if err := expectOK(st, body, err); err != nil {
-			return "", err
-		}
-		var tok struct {
-			AccessToken string `json:"access_token"`
-		}
-		err = json.Unmarshal(body, &tok)
-		return tok.AccessToken, err
-	}
-	for i, c := range rotating {
-		rotForms[i] = exchangeForm(c.Token)
-		e.users = append(e.users, e.userID(c.Subject))
-		if last[i], err = exchangeToken(ctx, rotForms[i]); err != nil {
-			return rep, fmt.Errorf("first exchange of %s: %w", c.ID, err)
-		}
-	}
-	rep.rotation = exchangeRow("(c) rotation at every exchange", instRot, func(ctx context.Context, w, _ int) error {
-		tok, err := exchangeToken(ctx, rotForms[w])
+	var live []string // the first backend's returning clients' tokens, for GET /users/me
+	var microOn, microOff *instance
+	for bi, stateName := range cfg.states {
+		cs := clients[bi]
+		progress(stderr, "%s: opening a fresh %s state", e.d.Name, stateName)
+		bs, err := openState(ctx, e, stateName)
 		if err != nil {
-			return err
+			return rep, fmt.Errorf("%s state: %w", stateName, err)
 		}
-		if tok == last[w] {
-			return errNotRotated
+		defer bs.close(stderr) // after the instances below have stopped
+		br := &backendRows{state: stateName}
+		rep.backends = append(rep.backends, br)
+
+		inst, err := newInstance(ctx, e, bs, bridge.TokenConfig{}, 0)
+		if err != nil {
+			return rep, err
 		}
-		last[w] = tok
-		return nil
-	}, cfg.maxRequests)
+		defer inst.stop()
+
+		// Warm up: the returning clients' first exchange creates their users.
+		forms := make([]string, len(cs.returning))
+		tokens := make([]string, len(cs.returning))
+		var answer []byte
+		for i, c := range cs.returning {
+			forms[i] = exchangeForm(c.Token)
+			e.users = append(e.users, e.userID(c.Subject))
+			st, body, err := post(ctx, hc, inst.url, forms[i])
+			if err := expectOK(st, body, err); err != nil {
+				return rep, fmt.Errorf("first exchange of %s: %w", c.ID, err)
+			}
+			var tok struct {
+				AccessToken string `json:"access_token"`
+			}
+			_ = json.Unmarshal(body, &tok)
+			tokens[i], answer = tok.AccessToken, body
+		}
+
+		if bi == 0 {
+			live = tokens
+		}
+		// Reference: a no-op handler in the same server stack, same form
+		// POST, answering the same bytes as an exchange.
+		progress(stderr, "%s: no-op handler, before the %s rows", e.d.Name, stateName)
+		noopURL, stopNoop, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/json; charset=utf-8")
+			w.Header().Set("Cache-Control", "no-store")
+			_, _ = w.Write(answer)
+		}))
+		if err != nil {
+			return rep, err
+		}
+		res := load(ctx, conc, cfg.duration, cfg.maxRequests, func(ctx context.Context, w, _ int) error {
+			return expectOK(post(ctx, hc, noopURL+"/oauth/token", forms[w%len(forms)]))
+		})
+		stopNoop()
+		br.noop = &loadRow{name: "no-op handler, same server stack and form POST (reference)", res: res, perOp: -1, writes: -1}
+		refNoop = br.noop
+
+		reuse := func(in *instance) func(ctx context.Context, w, _ int) error {
+			return func(ctx context.Context, w, _ int) error {
+				return expectOK(post(ctx, hc, in.url, forms[w%len(forms)]))
+			}
+		}
+		br.returning = exchangeRow("(a) returning client, live token reused", stateName, inst, reuse(inst), cfg.maxRequests)
+
+		instNoCache, err := newInstance(ctx, e, bs, bridge.TokenConfig{}, -1)
+		if err != nil {
+			return rep, err
+		}
+		defer instNoCache.stop()
+		br.returningNoCache = exchangeRow("(a') returning client, verified-token cache off", stateName, instNoCache, reuse(instNoCache), cfg.maxRequests)
+		if bi == 0 {
+			microOn, microOff = inst, instNoCache
+		}
+
+		// (b) new clients, each exchanged once.
+		newForms := make([]string, len(cs.pool))
+		for i, c := range cs.pool {
+			newForms[i] = exchangeForm(c.Token)
+		}
+		started := make([]bool, len(cs.pool))
+		br.newClient = exchangeRow("(b) new client (one exchange each)", stateName, inst, func(ctx context.Context, _, i int) error {
+			started[i] = true
+			return expectOK(post(ctx, hc, inst.url, newForms[i]))
+		}, len(cs.pool))
+		for i, s := range started {
+			if s {
+				e.users = append(e.users, e.userID(cs.pool[i].Subject))
+			}
+		}
+		br.newClient.note = fmt.Sprintf("%d of %d registered clients used; %s",
+			br.newClient.res.ok+br.newClient.res.failed, len(cs.pool), br.newClient.note)
+
+		// (c) rotation at every exchange: ttl 1h, rotate_before 1h - 1ms.
+		instRot, err := newInstance(ctx, e, bs, bridge.TokenConfig{TTL: bridge.Duration(time.Hour),
+			RotateBefore: bridge.Duration(time.Hour - time.Millisecond)}, 0)
+		if err != nil {
+			return rep, err
+		}
+		defer instRot.stop()
+		rotForms := make([]string, len(cs.rotating))
+		last := make([]string, len(cs.rotating))
+		exchangeToken := func(ctx context.Context, form string) (string, error) {
+			st, body, err := post(ctx, hc, instRot.url, form)
+			if err := expectOK(st, body, err); err != nil {
+				return "", err
+			}
+			var tok struct {
+				AccessToken string `json:"access_token"`
+			}
+			err = json.Unmarshal(body, &tok)
+			return tok.AccessToken, err
+		}
+		for i, c := range cs.rotating {
+			rotForms[i] = exchangeForm(c.Token)
+			e.users = append(e.users, e.userID(c.Subject))
+			if last[i], err = exchangeToken(ctx, rotForms[i]); err != nil {
+				return rep, fmt.Errorf("first exchange of %s: %w", c.ID, err)
+			}
+		}
+		br.rotation = exchangeRow("(c) rotation at every exchange", stateName, instRot, func(ctx context.Context, w, _ int) error {
+			tok, err := exchangeToken(ctx, rotForms[w])
+			if err != nil {
+				return err
+			}
+			if tok == last[w] {
+				return errNotRotated
+			}
+			last[w] = tok
+			return nil
+		}, cfg.maxRequests)
+	}
 
 	// Reference: Directus GET /users/me with the returning clients' tokens.
 	progress(stderr, "%s: Directus GET /users/me", e.d.Name)
 	dhc := newHTTPClient(conc)
 	defer dhc.CloseIdleConnections()
-	res = load(ctx, conc, cfg.duration, cfg.maxRequests, func(ctx context.Context, w, _ int) error {
+	res := load(ctx, conc, cfg.duration, cfg.maxRequests, func(ctx context.Context, w, _ int) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.d.URL+"/users/me", nil)
 		if err != nil {
 			return err
@@ -236,10 +299,10 @@ func exchangeRows(ctx context.Context, stderr io.Writer, cfg config, e *env, fir
 		return nil
 	})
 	res.directus = dhc.Transport.(*counter).reqs.Load()
-	rep.usersMe = &loadRow{name: "Directus GET /users/me, static token (reference)", res: res, perOp: res.perOp(res.directus)}
+	rep.usersMe = &loadRow{name: "Directus GET /users/me, static token (reference)", res: res, perOp: res.perOp(res.directus), writes: -1, ref: refNoop}
 
 	if first {
-		if err := rep.microBenchmarks(ctx, stderr, cfg, e, idp, inst, instNoCache); err != nil {
+		if err := rep.microBenchmarks(ctx, stderr, cfg, e, idp, microOn, microOff); err != nil {
 			return rep, err
 		}
 	}
@@ -330,13 +393,12 @@ func ms(d time.Duration) string {
 }
 
 func (r *exchangeReport) print(w io.Writer, cfg config) {
-	if r.noop == nil {
+	if len(r.backends) == 0 || r.backends[0].noop == nil {
 		return
 	}
-	noop := r.noop.res.rate()
 	fmt.Fprintf(w, "\n### Exchanges (%d concurrent clients, %s per row)\n\n", cfg.concurrency, cfg.duration)
-	fmt.Fprintln(w, "| row | requests | per second | p50 | p99 | Directus requests each | throughput vs no-op | CPU per request (this process) |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| row | state | requests | per second | p50 | p99 | Directus requests each | state writes each | throughput vs no-op | CPU per request (this process) |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, row := range r.rows() {
 		res := row.res
 		per := "-"
@@ -344,21 +406,38 @@ func (r *exchangeReport) print(w io.Writer, cfg config) {
 			per = fmt.Sprintf("%.2f", row.perOp)
 		}
 		ratio := "1.00×"
-		if row != r.noop && noop > 0 {
-			ratio = fmt.Sprintf("%.2f×", res.rate()/noop)
+		if row.ref != nil && row.ref.res.rate() > 0 {
+			x := res.rate() / row.ref.res.rate()
+			ratio = fmt.Sprintf("%.2f×", x)
+			if x < 0.1 {
+				ratio = fmt.Sprintf("%.4f×", x)
+			}
+		}
+		writes := "-"
+		if row.writes >= 0 {
+			writes = fmt.Sprintf("%.2f", row.writes)
+		}
+		state := "-"
+		if row.state != "" {
+			state = row.state
 		}
 		cpu := "-"
 		if res.ok > 0 {
 			cpu = fmt.Sprintf("%d µs", res.cpu.Microseconds()/int64(res.ok+res.failed))
 		}
-		fmt.Fprintf(w, "| %s | %d | %.0f | %s | %s | %s | %s | %s |\n", row.name, res.ok, res.rate(), ms(res.pct(0.50)), ms(res.pct(0.99)), per, ratio, cpu)
+		fmt.Fprintf(w, "| %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %s |\n",
+			row.name, state, res.ok, res.rate(), ms(res.pct(0.50)), ms(res.pct(0.99)), per, writes, ratio, cpu)
 	}
 	for _, row := range r.rows() {
+		name := row.name
+		if row.state != "" {
+			name += " (" + row.state + ")"
+		}
 		if row.res.failed > 0 {
-			fmt.Fprintf(w, "\n%s: %d requests failed, first: %v", row.name, row.res.failed, row.res.firstErr)
+			fmt.Fprintf(w, "\n%s: %d requests failed, first: %v", name, row.res.failed, row.res.firstErr)
 		}
 		if row.note != "" {
-			fmt.Fprintf(w, "\n%s: %s", row.name, row.note)
+			fmt.Fprintf(w, "\n%s: %s", name, row.note)
 		}
 	}
 	fmt.Fprintln(w)
@@ -401,29 +480,37 @@ func nsString(ns int64) string {
 
 func (r *exchangeReport) verdicts() []verdict {
 	var out []verdict
-	if r == nil || r.noop == nil || r.returning == nil {
+	if r == nil {
 		return out
 	}
-	noop := r.noop.res.rate()
-	ret := r.returning
-	out = append(out,
-		verdict{ok: ret.perOp == 0 && ret.res.ok > 0, what: "returning client: 0 Directus requests",
-			got: fmt.Sprintf("%.3f per exchange (%d over %d exchanges)", ret.perOp, ret.res.directus, ret.res.ok)},
-		verdict{ok: ret.res.rate() >= noop/2, what: "returning client: at least 0.5× the no-op throughput",
-			got:  fmt.Sprintf("%.0f/s = %.2f× of %.0f/s", ret.res.rate(), ret.res.rate()/noop, noop),
-			miss: fmt.Sprintf("%.0f/s short of %.0f/s", noop/2-ret.res.rate(), noop/2)},
-		verdict{ok: ret.res.pct(0.99) < 5*time.Millisecond && ret.res.ok > 0, what: "returning client: p99 under 5 ms",
-			got: ms(ret.res.pct(0.99)), miss: ms(ret.res.pct(0.99)-5*time.Millisecond) + " over"},
-	)
-	if r.newClient != nil {
-		out = append(out, verdict{ok: r.newClient.perOp <= 2 && r.newClient.res.ok > 0, what: "new client: at most 2 Directus requests",
-			got:  fmt.Sprintf("%.2f per exchange", r.newClient.perOp),
-			miss: fmt.Sprintf("%.2f over", r.newClient.perOp-2)})
-	}
-	if r.rotation != nil {
-		out = append(out, verdict{ok: r.rotation.perOp <= 1 && r.rotation.res.ok > 0 && r.rotation.res.failed == 0,
-			what: "rotation: 1 Directus request", got: fmt.Sprintf("%.2f per exchange, %d failed", r.rotation.perOp, r.rotation.res.failed),
-			miss: fmt.Sprintf("%.2f over", r.rotation.perOp-1)})
+	for _, b := range r.backends {
+		ret := b.returning
+		if ret == nil || b.noop == nil {
+			continue
+		}
+		noop := b.noop.res.rate()
+		on := " (" + b.state + " state)"
+		out = append(out,
+			verdict{ok: ret.perOp == 0 && ret.res.ok > 0, what: "returning client" + on + ": 0 Directus requests",
+				got: fmt.Sprintf("%.3f per exchange (%d over %d exchanges)", ret.perOp, ret.res.directus, ret.res.ok)},
+			verdict{ok: ret.writes == 0 && ret.res.ok > 0, what: "returning client" + on + ": 0 state writes",
+				got: fmt.Sprintf("%.3f per exchange", ret.writes)},
+			verdict{ok: ret.res.rate() >= noop/2, what: "returning client" + on + ": at least 0.5× the no-op throughput",
+				got:  fmt.Sprintf("%.0f/s = %.2f× of %.0f/s", ret.res.rate(), ret.res.rate()/noop, noop),
+				miss: fmt.Sprintf("%.0f/s short of %.0f/s", noop/2-ret.res.rate(), noop/2)},
+			verdict{ok: ret.res.pct(0.99) < 5*time.Millisecond && ret.res.ok > 0, what: "returning client" + on + ": p99 under 5 ms",
+				got: ms(ret.res.pct(0.99)), miss: ms(ret.res.pct(0.99)-5*time.Millisecond) + " over"},
+		)
+		if nc := b.newClient; nc != nil {
+			out = append(out, verdict{ok: nc.perOp <= 2 && nc.res.ok > 0, what: "new client" + on + ": at most 2 Directus requests",
+				got:  fmt.Sprintf("%.2f per exchange", nc.perOp),
+				miss: fmt.Sprintf("%.2f over", nc.perOp-2)})
+		}
+		if rot := b.rotation; rot != nil {
+			out = append(out, verdict{ok: rot.perOp <= 1 && rot.res.ok > 0 && rot.res.failed == 0,
+				what: "rotation" + on + ": 1 Directus request", got: fmt.Sprintf("%.2f per exchange, %d failed", rot.perOp, rot.res.failed),
+				miss: fmt.Sprintf("%.2f over", rot.perOp-1)})
+		}
 	}
 	if len(r.micro) == 3 {
 		bare, cached := r.micro[0].res["auth0"], r.micro[1].res["auth0"]

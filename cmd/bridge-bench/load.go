@@ -86,18 +86,19 @@ type instance struct {
 	ex       *bridge.Exchanger
 	url      string
 	stop     func()
-	directus *counter // the bridge's requests to Directus
+	directus *counter    // the bridge's requests to Directus
+	state    *benchState // its state, whose writes are counted
 }
 
 // newInstance wires an Exchanger as cmd/directus-bridge serve does: JSON
-// logs at info level (to io.Discard), Prometheus metrics, the state store of
-// env, rate limits on but out of reach (the defaults, 100/s per address and
+// logs at info level (to io.Discard), Prometheus metrics, the store of bs,
+// rate limits on but out of reach (the defaults, 100/s per address and
 // 20/s per client, would cap a benchmark from one address). The Directus
 // transport keeps env.idleConns idle connections (by default GOMAXPROCS+1,
 // resty's default, which is what the bridge runs with).
-func newInstance(ctx context.Context, env *env, tokens bridge.TokenConfig, cacheSize int) (*instance, error) {
+func newInstance(ctx context.Context, env *env, bs *benchState, tokens bridge.TokenConfig, cacheSize int) (*instance, error) {
 	cnt := newCounter(env.idleConns)
-	metrics := bridge.NewMetrics(prometheus.NewRegistry(), env.store, time.Now)
+	metrics := bridge.NewMetrics(prometheus.NewRegistry(), bs.store, time.Now)
 	dc, err := directus.New(env.d.URL, env.d.AdminToken, directus.Options{Transport: cnt, Observe: metrics.ObserveDirectus})
 	if err != nil {
 		return nil, err
@@ -106,7 +107,7 @@ func newInstance(ctx context.Context, env *env, tokens bridge.TokenConfig, cache
 	unlimited := bridge.RateLimit{Rate: 1e9, Burst: 1e9}
 	ex, err := bridge.NewExchanger(bridge.Options{
 		Issuers: env.issuers, Tokens: tokens, Users: bridge.UserConfig{Namespace: env.ns.String()},
-		Directus: dc, Store: env.store, Logger: log, VerifiedCacheSize: cacheSize, Metrics: metrics,
+		Directus: dc, Store: bs.store, Logger: log, VerifiedCacheSize: cacheSize, Metrics: metrics,
 		Limits: bridge.LimitsConfig{PerIP: unlimited, PerClient: unlimited},
 	})
 	if err != nil {
@@ -125,7 +126,7 @@ func newInstance(ctx context.Context, env *env, tokens bridge.TokenConfig, cache
 	if err != nil {
 		return nil, err
 	}
-	return &instance{ex: ex, url: u + "/oauth/token", stop: stop, directus: cnt}, nil
+	return &instance{ex: ex, url: u + "/oauth/token", stop: stop, directus: cnt, state: bs}, nil
 }
 
 func exchangeForm(subject string) string {

@@ -1,12 +1,13 @@
 // Command bridge-bench is the load benchmark of directus-bridge.
 // It runs an in-process bridge (bridge.NewExchanger behind
 // bridge.Server.Handler on a loopback port, wired as `directus-bridge serve`
-// wires it: bbolt state, JSON logs, metrics) against the real test stack
-// that testdata/stack describes in stack.json, drives it with a keep-alive
-// HTTP client from -concurrency goroutines, and prints one table:
-// exchanges/s, p50 and p99 latency, and the Directus requests per exchange,
-// counted by an http.RoundTripper given to the bridge as
-// directus.Options.Transport, for
+// wires it: JSON logs, metrics) against the real test stack that
+// testdata/stack describes in stack.json, drives it with a keep-alive HTTP
+// client from -concurrency goroutines, and prints one table: exchanges/s,
+// p50 and p99 latency, the Directus requests per exchange, counted by an
+// http.RoundTripper given to the bridge as directus.Options.Transport, and
+// the state writes per exchange, counted by a decorator of the
+// state.Backend, for
 //
 //   - returning clients whose live token is reused (verified-token cache on
 //     and off),
@@ -14,9 +15,15 @@
 //   - clients whose token must be rotated at every exchange (ttl 1h,
 //     rotate_before just under it),
 //
-// next to three reference rows measured in the same run: a no-op handler in
-// the same server stack answering the same form POST, one bare go-oidc
-// verification of the same subject token (ns/op, with the bridge's
+// once per state backend of -state (default bbolt, and PostgreSQL too when
+// stack.json has postgres.dsn), each from a fresh state: a new bbolt file,
+// or a new schema in the stack's state database (CREATE SCHEMA, reached
+// through search_path in the DSN, dropped at the end), with IdP clients of
+// its own; next to three reference rows measured in the same run: a no-op
+// handler in the same server stack answering the same form POST (measured
+// again just before each backend's rows, and each row's throughput is
+// compared with the latest), one bare
+// go-oidc verification of the same subject token (ns/op, with the bridge's
 // in-process exchange for comparison), and Directus GET /users/me with a
 // static token. A second table benchmarks the reconciler over -users seeded
 // machine users: nothing to do, expired tokens, role changes.
@@ -59,7 +66,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"strings"
@@ -88,6 +94,8 @@ type config struct {
 	rounds      int
 	idleConns   int
 	cpuProfile  string
+	stateFlag   string   // -state as given
+	states      []string // the state backends of the exchange rows
 
 	inProcess      bool // the in-process exchange rows
 	binaryRows     bool // the real binary vs a no-op server
@@ -117,7 +125,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.duration, "duration", 5*time.Second, "measuring time per load row")
 	fs.IntVar(&cfg.concurrency, "concurrency", 8, "concurrent clients of the load rows")
 	fs.IntVar(&cfg.maxRequests, "max-requests", 250000, "at most this many requests per load row")
-	fs.IntVar(&cfg.newClients, "new-clients", 1000, "IdP clients registered up front for the new-client row (capped by -max-requests)")
+	fs.IntVar(&cfg.newClients, "new-clients", 1000, "IdP clients registered up front for the new-client row of each state backend (capped by -max-requests)")
 	fs.IntVar(&cfg.users, "users", 10000, "machine users seeded for the reconciler benchmark")
 	fs.IntVar(&cfg.changes, "changes", 1000, "expired tokens and role changes in the reconciler benchmark")
 	fs.BoolVar(&cfg.allDirectus, "all-directus", false, "also run against the stack's other Directus instances (11 on SQLite)")
@@ -127,6 +135,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"idle keep-alive connections per host of the bridge's Directus transport (default: resty's, as in production)")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (this process) to `file`")
 	fs.IntVar(&cfg.rounds, "verify-rounds", 3, "rounds of the verification micro-benchmarks (the fastest counts)")
+	fs.StringVar(&cfg.stateFlag, "state", "", "comma-separated state `backends` the in-process exchange rows run on, each from a fresh state: bbolt, postgres "+
+		"(default bbolt,postgres when stack.json has postgres.dsn, else bbolt)")
 	fs.BoolVar(&cfg.inProcess, "inprocess", true, "run the in-process exchange rows and the verification micro-benchmarks")
 	fs.BoolVar(&cfg.binaryRows, "binary", true, "run the real directus-bridge binary against a no-op server in its own process")
 	fs.IntVar(&cfg.binConcurrency, "binary-concurrency", 16, "concurrent keep-alive clients of the binary rows")
@@ -150,6 +160,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintln(stderr, "bridge-bench:", err)
 		return 1
+	}
+	if cfg.states, err = parseStates(cfg.stateFlag, st.Postgres.DSN != ""); err != nil {
+		fmt.Fprintln(stderr, "bridge-bench:", err)
+		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -207,8 +221,8 @@ func printHeader(w io.Writer, cfg config) {
 	if cfg.inProcess {
 		fmt.Fprintf(w, "load: %d concurrent keep-alive clients in this process, %s per row, at most %d requests per row; loopback only\n",
 			cfg.concurrency, cfg.duration, cfg.maxRequests)
-		fmt.Fprintf(w, "bridge: in-process, bbolt state, JSON info logs, metrics, rate limits out of reach; %d idle connections to Directus\n",
-			cfg.idleConns)
+		fmt.Fprintf(w, "bridge: in-process, JSON info logs, metrics, rate limits out of reach; %d idle connections to Directus; "+
+			"the exchange rows once per state backend (%s), each from a fresh state\n", cfg.idleConns, strings.Join(cfg.states, ", "))
 	}
 	if cfg.binaryRows {
 		fmt.Fprintf(w, "binary rows: %d concurrent keep-alive clients in this process, 1 and %d distinct clients, %s per row, %d rounds, at most %d requests per row; loopback only\n",
@@ -234,7 +248,7 @@ func cpuModel() string {
 }
 
 // env is what one Directus's benchmark shares: the run's names, the roles
-// the rules grant, the issuers, the state store, and what to clean up.
+// the rules grant, the issuers, where state files go, and what to clean up.
 type env struct {
 	d       directusInstance
 	st      *stack
@@ -246,8 +260,7 @@ type env struct {
 	writer  directus.Role
 	rules   mapping.Rules
 	issuers []bridge.IssuerConfig
-	store   *bridge.Store
-	dir     string
+	dir     string // the exchange rows' bbolt files
 	// idleConns is what the bridge's Directus transport keeps.
 	idleConns int
 
@@ -274,11 +287,6 @@ func newEnv(ctx context.Context, cfg config, st *stack, d directusInstance) (*en
 		return nil, err
 	}
 	e.dir = dir
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	if e.store, err = bridge.OpenStore(filepath.Join(dir, "state.db"), key); err != nil {
-		return e, err
-	}
 	for _, r := range []struct {
 		role *directus.Role
 		name string
@@ -320,7 +328,7 @@ func (e *env) deleteUsers(stderr io.Writer) {
 	e.users = nil
 }
 
-// cleanup deletes what the run created in Directus and its state file.
+// cleanup deletes what the run created in Directus and its state files.
 func (e *env) cleanup(stderr io.Writer) {
 	e.deleteUsers(stderr)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -334,9 +342,6 @@ func (e *env) cleanup(stderr io.Writer) {
 		if err := e.admin.do(ctx, "DELETE", "/policies/"+id, nil, nil); err != nil {
 			fmt.Fprintln(stderr, "bridge-bench: cleanup:", err)
 		}
-	}
-	if e.store != nil {
-		_ = e.store.Close()
 	}
 	if e.dir != "" {
 		_ = os.RemoveAll(e.dir)

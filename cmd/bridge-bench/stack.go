@@ -23,6 +23,11 @@ type stack struct {
 		URL     string            `json:"url"`
 		Issuers map[string]issuer `json:"issuers"`
 	} `json:"idp"`
+	// Postgres is the bridge's own state database, when the stack runs
+	// PostgreSQL (with Directus 12).
+	Postgres struct {
+		DSN string `json:"dsn"` // password inside: never printed
+	} `json:"postgres"`
 }
 
 type directusInstance struct {
