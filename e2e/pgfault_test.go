@@ -300,6 +300,9 @@ func testPGFault(t *testing.T, d DirectusInstance, f *fixture, base string, faul
 	// The bound of one answer: the state's operation timeout (10s) plus
 	// Directus's (5s) and slack.
 	const limit = 25 * time.Second
+	// The bound of a refusal for want of the state: one state operation
+	// (10s) and slack.
+	const stateBound = 12 * time.Second
 
 	p := start()
 	if proxy.acceptedCount() == 0 {
@@ -325,15 +328,69 @@ func testPGFault(t *testing.T, d DirectusInstance, f *fixture, base string, faul
 		t.Fatalf("new client's exchange with the state cut: %d Retry-After=%q %v, want 503 temporarily_unavailable with Retry-After\n%s",
 			refused.status, refused.retryAfter, refused.body, p.logs.String())
 	}
-	if desc, _ := refused.body["error_description"].(string); desc == "" {
-		t.Errorf("the 503 has no error_description: %v", refused.body)
+	// The refusal is the state's ("could not record"), not Directus's.
+	recordFailed := func(r exchanged) bool {
+		desc, _ := r.body["error_description"].(string)
+		return strings.Contains(desc, "could not record")
+	}
+	if !recordFailed(refused) {
+		t.Errorf("the 503 does not say the exchange could not be recorded: %v", refused.body)
+	}
+	if i := strings.Index(p.logs.String(), "the connection broke"); i < 0 {
+		t.Errorf("the bridge did not log the broken state connection:\n%s", p.logs.String())
 	}
 	// A second try, now on the reconnection path (the first found the
 	// connection broken): still a bounded 503.
 	again, took2 := timedExchange(t, p, newSubject, limit)
 	t.Logf("%s: the new client's second exchange answered %d in %s", fault, again.status, took2.Round(time.Millisecond))
+	if took > stateBound || took2 > stateBound {
+		t.Errorf("a refusal took longer than one state operation's bound %s", stateBound)
+	}
 	if again.status != 503 || again.retryAfter == "" || again.code() != "temporarily_unavailable" {
 		t.Fatalf("new client's second exchange with the state cut: %d Retry-After=%q %v", again.status, again.retryAfter, again.body)
+	}
+	if !recordFailed(again) {
+		t.Errorf("the second 503 does not say the exchange could not be recorded: %v", again.body)
+	}
+	// Several new clients at once: each answer is bounded by one state
+	// operation's timeout, not by the sum of the ones queued before it.
+	const crowd = 3
+	type answer struct {
+		r exchanged
+		d time.Duration
+	}
+	answers := make([]answer, crowd)
+	var crowdUsers []string
+	var wg sync.WaitGroup
+	for i := range crowd {
+		id, secret := auth0.registerClient(t, "", "items:read", 600)
+		subject := auth0.token(t, id, secret, "", "")
+		crowdUsers = append(crowdUsers, userID(id+"@clients"))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			r, err := postExchange(p.url, subject, 2*limit)
+			if err != nil {
+				r = exchanged{status: -1, body: map[string]any{"transport_error": err.Error()}}
+			}
+			answers[i] = answer{r, time.Since(start)}
+		}()
+	}
+	wg.Wait()
+	for i, a := range answers {
+		t.Logf("%s: concurrent new client %d answered %d in %s", fault, i, a.r.status, a.d.Round(time.Millisecond))
+		if a.r.status != 503 || a.r.retryAfter == "" || a.r.code() != "temporarily_unavailable" || !recordFailed(a.r) {
+			t.Errorf("concurrent new client %d with the state cut: %d Retry-After=%q %v", i, a.r.status, a.r.retryAfter, a.r.body)
+		}
+		if a.d > stateBound {
+			t.Errorf("concurrent new client %d with the state cut answered after %s, more than one state operation's bound %s", i, a.d.Round(time.Millisecond), stateBound)
+		}
+	}
+	for _, u := range crowdUsers {
+		if st := raw(t, d, d.AdminToken, "GET", "/users/"+u, nil, nil); st != 403 && st != 404 {
+			t.Errorf("a concurrent new client's user with the state cut: GET /users/%s %d, want absent", u, st)
+		}
 	}
 	// Nothing of the new client reached Directus.
 	if st := raw(t, d, d.AdminToken, "GET", "/users/"+newUser, nil, nil); st != 403 && st != 404 {
