@@ -207,8 +207,10 @@ func newInterner() *interner {
 var cursorKey = state.MetaKeys[0]
 
 // opTimeout bounds one operation on the Backend: a database that hangs
-// fails the exchange (503) instead of holding it.
-const opTimeout = 10 * time.Second
+// fails the exchange (503) instead of holding it. A write's deadline runs
+// from when it is asked for, before it waits for the writer lock: writes
+// queued behind one that hangs fail with it instead of one timeout each.
+var opTimeout = 10 * time.Second
 
 func opCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), opTimeout)
@@ -443,13 +445,15 @@ func (s *Store) Put(r Record) error {
 
 // PutAll stores records durably in one transaction.
 func (s *Store) PutAll(rs []Record) error {
+	ctx, cancel := opCtx()
+	defer cancel()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	return s.putAll(rs)
+	return s.putAll(ctx, rs)
 }
 
-// putAll is PutAll with s.wmu held.
-func (s *Store) putAll(rs []Record) error {
+// putAll is PutAll with s.wmu held, its Backend write bounded by ctx.
+func (s *Store) putAll(ctx context.Context, rs []Record) error {
 	if s.db != nil {
 		es := make([]state.Entry, len(rs))
 		for i := range rs {
@@ -459,8 +463,6 @@ func (s *Store) putAll(rs []Record) error {
 			}
 			es[i] = state.Entry{Key: rs[i].UserID, Value: v}
 		}
-		ctx, cancel := opCtx()
-		defer cancel()
 		if err := s.db.Put(ctx, es); err != nil {
 			return s.failed(fmt.Errorf("state: write: %w", err))
 		}
@@ -483,11 +485,11 @@ func (s *Store) putAll(rs []Record) error {
 // Delete forgets the record of userID (a write that Directus definitely
 // refused for a user the bridge did not know).
 func (s *Store) Delete(userID string) error {
+	ctx, cancel := opCtx()
+	defer cancel()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.db != nil {
-		ctx, cancel := opCtx()
-		defer cancel()
 		if err := s.db.Delete(ctx, userID); err != nil {
 			err = s.failed(err)
 			return fmt.Errorf("state: delete: %w", err)
@@ -585,7 +587,10 @@ func (s *Store) Reseal() (int, error) {
 	done := 0
 	for done < len(rs) {
 		n := min(len(rs)-done, 500)
-		if err := s.putAll(rs[done : done+n]); err != nil {
+		ctx, cancel := opCtx()
+		err := s.putAll(ctx, rs[done:done+n])
+		cancel()
+		if err != nil {
 			return done, err
 		}
 		done += n
@@ -656,7 +661,9 @@ func (s *Store) Flush() error {
 	if len(rs) == 0 {
 		return nil
 	}
-	return s.putAll(rs)
+	ctx, cancel := opCtx()
+	defer cancel()
+	return s.putAll(ctx, rs)
 }
 
 // All returns a copy of every record.
