@@ -52,6 +52,10 @@ type Backend struct {
 
 var _ state.Backend = (*Backend)(nil)
 
+// DefaultConnectTimeout bounds one connection attempt when the DSN sets no
+// connect_timeout.
+var DefaultConnectTimeout = 3 * time.Second
+
 // Open connects with dsn (a postgres:// URL or key=value string), takes the
 // hold on the state of the connection's database and current schema,
 // waiting up to HoldTimeout, creates or migrates the tables, and increments
@@ -70,6 +74,11 @@ func Open(ctx context.Context, dsn string) (*Backend, error) {
 		if _, ok := cfg.RuntimeParams[k]; !ok {
 			cfg.RuntimeParams[k] = v
 		}
+	}
+	// A server that accepts and never answers must not hold an exchange
+	// for the whole state timeout on every reconnect.
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
 	b := &Backend{cfg: cfg, secret: secrets(cfg.Password)}
 	conn, err := b.connect(ctx)
