@@ -18,6 +18,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/directus-bridge/directus-bridge/bridge/state/pgstate/pgstatetest"
 	"github.com/directus-bridge/directus-bridge/directus"
 )
 
@@ -249,7 +250,7 @@ func stateRecords(t *testing.T, dsn, schema, user string) int {
 // same bridge, not restarted, serves the new client and records it, and
 // nothing recorded before is lost across a restart.
 func TestPGFault(t *testing.T) {
-	base := postgresDSN(t)
+	base := postgresSchemas(t)
 	forEachDirectus(t, func(t *testing.T, d DirectusInstance) {
 		f := newFixture(t, d)
 		for _, fault := range []tcpFault{tcpRefuse, tcpBlackHole} {
@@ -258,10 +259,10 @@ func TestPGFault(t *testing.T) {
 	})
 }
 
-func testPGFault(t *testing.T, d DirectusInstance, f *fixture, base string, fault tcpFault) {
+func testPGFault(t *testing.T, d DirectusInstance, f *fixture, base *pgstatetest.Schemas, fault tcpFault) {
 	ctx := context.Background()
 	auth0 := stack.IdP.Issuers["auth0"]
-	direct, schema := freshSchema(t, base)
+	direct, schema := base.FreshSchema(t)
 	du, _ := url.Parse(direct)
 	password, _ := du.User.Password()
 	if password == "" {

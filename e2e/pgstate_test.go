@@ -4,80 +4,25 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/directus-bridge/directus-bridge/bridge/state/pgstate/pgstatetest"
 )
 
-// postgresDSN returns the stack's DSN of the bridge's state database
+// postgresSchemas gives fresh schemas on the stack's state database
 // (stack.json's postgres.dsn). Without it the test is skipped outside CI
 // and fails in CI.
-func postgresDSN(t *testing.T) string {
+func postgresSchemas(t *testing.T) *pgstatetest.Schemas {
 	t.Helper()
 	requireStack(t)
-	fail := t.Skipf
-	if os.Getenv("CI") != "" {
-		fail = t.Fatalf
-	}
-	b, err := os.ReadFile(os.Getenv(StackEnv))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s struct {
-		Postgres *struct {
-			DSN string `json:"dsn"`
-		} `json:"postgres"`
-	}
-	if err := json.Unmarshal(b, &s); err != nil {
-		t.Fatal(err)
-	}
-	if s.Postgres == nil || s.Postgres.DSN == "" {
-		fail("e2e: the stack has no postgres.dsn (it runs PostgreSQL only with directus12-postgres)")
-		return ""
-	}
-	return s.Postgres.DSN
-}
-
-// freshSchema creates a schema on the state database, dropped when the test
-// ends, and returns the DSN that uses it.
-func freshSchema(t *testing.T, dsn string) (string, string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	admin, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatalf("connect to the state database: %v", err)
-	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	schema := "e2e_pgstate_" + hex.EncodeToString(b)
-	if _, err := admin.Exec(ctx, `CREATE SCHEMA `+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, err := admin.Exec(ctx, `DROP SCHEMA `+schema+` CASCADE`); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-		admin.Close(ctx)
-	})
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal("the stack's DSN is not a URL")
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String(), schema
+	return pgstatetest.NewSchemas(t)
 }
 
 // pgState is a fresh PostgreSQL state for the bridge processes a test
@@ -87,9 +32,9 @@ type pgState struct {
 	dsn, schema, password string
 }
 
-func newPGState(t *testing.T, base string) pgState {
+func newPGState(t *testing.T, base *pgstatetest.Schemas) pgState {
 	t.Helper()
-	dsn, schema := freshSchema(t, base)
+	dsn, schema := base.FreshSchema(t)
 	u, _ := url.Parse(dsn)
 	password, _ := u.User.Password()
 	key := make([]byte, 32)
@@ -120,7 +65,7 @@ func pgConfig(t *testing.T, d DirectusInstance, port int, ttl, rules, state stri
 // schema refuses to start, and after a restart the first token is handed
 // out again.
 func TestPostgresStateSurvivesARestartAndIsHeldByOne(t *testing.T) {
-	base := postgresDSN(t)
+	base := postgresSchemas(t)
 	forEachDirectus(t, func(t *testing.T, d DirectusInstance) {
 		ctx := context.Background()
 		f := newFixture(t, d)

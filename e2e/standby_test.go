@@ -18,7 +18,7 @@ import (
 // Directus when it expires: revocation survives the loss of the process
 // that issued the token.
 func TestStandbyTakesOverAndRevokes(t *testing.T) {
-	base := postgresDSN(t)
+	base := postgresSchemas(t)
 	forEachDirectus(t, func(t *testing.T, d DirectusInstance) {
 		f := newFixture(t, d)
 		auth0 := stack.IdP.Issuers["auth0"]

@@ -25,7 +25,7 @@ import (
 // and serve on PostgreSQL hands out the same token again without writing to
 // Directus; copied back into a new file, the same again.
 func TestStateCopyBboltToPostgresAndBack(t *testing.T) {
-	base := postgresDSN(t)
+	base := postgresSchemas(t)
 	forEachDirectus(t, func(t *testing.T, d DirectusInstance) {
 		ctx := context.Background()
 		f := newFixture(t, d)

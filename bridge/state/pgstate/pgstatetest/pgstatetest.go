@@ -90,16 +90,24 @@ func NewSchemas(t testing.TB) *Schemas {
 // Fresh creates an empty schema and returns the DSN that uses it.
 func (s *Schemas) Fresh(t testing.TB) string {
 	t.Helper()
+	dsn, _ := s.FreshSchema(t)
+	return dsn
+}
+
+// FreshSchema creates an empty schema and returns the DSN that uses it and
+// the schema's name.
+func (s *Schemas) FreshSchema(t testing.TB) (dsn, name string) {
+	t.Helper()
 	b := make([]byte, 6)
 	rand.Read(b)
-	name := "pgstate_test_" + hex.EncodeToString(b)
+	name = "pgstate_test_" + hex.EncodeToString(b)
 	s.Mu.Lock()
 	defer s.Mu.Unlock()
 	if _, err := s.Admin.Exec(context.Background(), `CREATE SCHEMA `+name); err != nil {
 		t.Fatalf("create schema: %v", err)
 	}
 	s.created = append(s.created, name)
-	return WithParam(t, s.DSN, "search_path", name)
+	return WithParam(t, s.DSN, "search_path", name), name
 }
 
 // Exec runs sql on the admin connection.
