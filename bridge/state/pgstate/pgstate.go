@@ -252,11 +252,19 @@ func (b *Backend) reconnect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var gen int64
 	if err := b.hold(ctx, conn); err != nil {
+		// Held: by this process's old session, which the server has not
+		// dropped yet, or by another process that took the state over. A
+		// read needs no lock: a generation that moved on says which.
+		if errors.Is(err, state.ErrHeld) && conn.QueryRow(ctx, `SELECT generation FROM `+holderTable).Scan(&gen) == nil && gen != b.gen {
+			conn.Close(context.Background())
+			b.lost = fmt.Errorf("pgstate: %s: %w (holder generation %d, this process took %d)", b.where, ErrTakenOver, gen, b.gen)
+			return b.lost
+		}
 		conn.Close(context.Background())
 		return fmt.Errorf("%w (reconnecting)", err)
 	}
-	var gen int64
 	if err := conn.QueryRow(ctx, `SELECT generation FROM `+holderTable).Scan(&gen); err != nil {
 		conn.Close(context.Background())
 		return b.scrub(fmt.Errorf("pgstate: %s: read the holder generation: %w", b.where, err))
