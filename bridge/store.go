@@ -572,30 +572,47 @@ func (s *Store) SealedByOlderKeys() int {
 }
 
 // Reseal rewrites, sealed with the first key, every record an older key
-// sealed, and returns how many it rewrote.
+// sealed, and returns how many it rewrote. It writes 500 records at a time
+// and lets other writes in between: each batch copies the records as they
+// are when it is written, so that none written meanwhile goes back to an
+// older value.
 func (s *Store) Reseal() (int, error) {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	s.mu.RLock()
-	var rs []Record
-	for id := range s.older {
-		if r := s.recs[id]; r != nil {
-			rs = append(rs, r.clone())
-		}
-	}
-	s.mu.RUnlock()
 	done := 0
-	for done < len(rs) {
-		n := min(len(rs)-done, 500)
-		ctx, cancel := opCtx()
-		err := s.putAll(ctx, rs[done:done+n])
-		cancel()
-		if err != nil {
+	for {
+		n, err := s.resealBatch(500)
+		done += n
+		if err != nil || n == 0 {
 			return done, err
 		}
-		done += n
 	}
-	return done, nil
+}
+
+// resealBatch rewrites at most n of the records an older key sealed.
+func (s *Store) resealBatch(n int) (int, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.Lock()
+	var rs []Record
+	for id := range s.older {
+		if len(rs) == n {
+			break
+		}
+		if r := s.recs[id]; r != nil {
+			rs = append(rs, r.clone())
+		} else {
+			delete(s.older, id)
+		}
+	}
+	s.mu.Unlock()
+	if len(rs) == 0 {
+		return 0, nil
+	}
+	ctx, cancel := opCtx()
+	defer cancel()
+	if err := s.putAll(ctx, rs); err != nil {
+		return 0, err
+	}
+	return len(rs), nil
 }
 
 // OnLost registers f, called once (from the writing goroutine) when the
