@@ -26,12 +26,14 @@ func holdState(ctx context.Context, cfg *Config, handler *atomic.Pointer[http.Ha
 	standby := waitingHandler("standby: another process holds the state")
 	handler.Store(&standby)
 	start, logged := time.Now(), time.Now()
+	wait := 200 * time.Millisecond
 	for {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(wait):
 		}
+		wait = 200 * time.Millisecond
 		store, err = openStore(ctx, cfg) // waits for the hold a few seconds itself
 		switch {
 		case err == nil:
@@ -41,7 +43,10 @@ func holdState(ctx context.Context, cfg *Config, handler *atomic.Pointer[http.Ha
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			log.Warn("standby: the state cannot be opened; trying again", "err", err)
+			// Not held, yet not opened (the database away, a key that
+			// opens nothing): each try loads the state, so back off.
+			wait = 5 * time.Second
+			log.Warn("standby: the state cannot be opened; trying again in 5s", "err", err)
 		case time.Since(logged) >= 30*time.Second:
 			log.Info("standby: still waiting for the state", "waited", time.Since(start).Round(time.Second).String())
 			logged = time.Now()
