@@ -102,7 +102,6 @@ type Exchanger struct {
 	store     *Store
 	log       *slog.Logger
 	now       func() time.Time
-	locks     userLocks
 	mapper    atomic.Pointer[Mapper]
 	loaded    atomic.Bool // SetMapper was called
 	provider  atomic.Pointer[string]

@@ -316,7 +316,7 @@ func (e *Exchanger) applyBatch(ctx context.Context, batch []plan, rep *Report, w
 	for i, p := range batch {
 		ids[i] = p.user.ID
 	}
-	unlock, err := e.locks.lockAll(ctx, ids)
+	unlock, err := e.store.Lock(ctx, ids...)
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}

@@ -49,7 +49,7 @@ func (e *Exchanger) RevokeExpired(ctx context.Context) (int, error) {
 // revoke clears the tokens of ids that are still expired once their locks
 // are held.
 func (e *Exchanger) revoke(ctx context.Context, ids []string) (int, error) {
-	unlock, err := e.locks.lockAll(ctx, ids)
+	unlock, err := e.store.Lock(ctx, ids...)
 	if err != nil {
 		return 0, fmt.Errorf("revoke: %w", err)
 	}

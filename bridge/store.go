@@ -86,6 +86,7 @@ type Record struct {
 	Pending bool `json:"pending,omitempty"`
 
 	rev uint64 // changes with every Put, to notice a concurrent exchange
+	ver int64  // the version in a shared state (0: none, or not shared)
 }
 
 // Candidate is a token that Directus may hold, with its expiry.
@@ -179,6 +180,10 @@ func (r *Record) migrate() {
 // batched and written by Flush, since losing one only makes a client look
 // idle a little earlier.
 type Store struct {
+	// locks serialise the writes of one user in this process (Lock).
+	locks userLocks
+	// sh is set on a replica of a shared state (NewSharedStore).
+	sh    *sharedState
 	wmu   sync.Mutex // one writer at a time: Put, Flush, Delete
 	mu    sync.RWMutex
 	recs  map[string]*Record
@@ -262,6 +267,11 @@ func checkKeys(keys [][]byte) error {
 // Reseal has rewritten what they sealed (SealedByOlderKeys is then 0). The
 // Store owns b from then on: Close closes it.
 func NewStore(b state.Backend, keys ...[]byte) (*Store, error) {
+	return newStore(b, true, keys...)
+}
+
+// newStore is NewStore; load false leaves the records to NewSharedStore.
+func newStore(b state.Backend, load bool, keys ...[]byte) (*Store, error) {
 	if err := checkKeys(keys); err != nil {
 		return nil, err
 	}
@@ -279,17 +289,13 @@ func NewStore(b state.Backend, keys ...[]byte) (*Store, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	v, ok, err := b.Meta(ctx, cursorKey)
-	if err != nil {
-		return nil, fmt.Errorf("state: load: %w", err)
+	if err := s.loadCursor(ctx); err != nil {
+		return nil, err
 	}
-	if ok {
-		if s.cursor, err = strconv.ParseInt(string(v), 10, 64); err != nil {
-			return nil, fmt.Errorf("state: load: activity cursor: %w", err)
-		}
-		s.hasCursor = true
+	if !load {
+		return s, nil
 	}
-	err = b.Load(ctx, func(k string, v []byte) error {
+	err := b.Load(ctx, func(k string, v []byte) error {
 		r := &Record{}
 		if err := json.Unmarshal(v, r); err != nil {
 			return fmt.Errorf("record %s: %w", k, err)
@@ -310,6 +316,36 @@ func NewStore(b state.Backend, keys ...[]byte) (*Store, error) {
 		return nil, fmt.Errorf("state: load: %w", err)
 	}
 	return s, nil
+}
+
+// loadCursor reads Watch's activity cursor from the Backend.
+func (s *Store) loadCursor(ctx context.Context) error {
+	v, ok, err := s.db.Meta(ctx, cursorKey)
+	if err != nil {
+		return s.failed(fmt.Errorf("state: load: %w", err))
+	}
+	if !ok {
+		return nil
+	}
+	c, err := strconv.ParseInt(string(v), 10, 64)
+	if err != nil {
+		return fmt.Errorf("state: load: activity cursor: %w", err)
+	}
+	s.mu.Lock()
+	s.cursor, s.hasCursor = c, true
+	s.mu.Unlock()
+	return nil
+}
+
+// ReloadCursor reads Watch's activity cursor again: on a replica, the one
+// that takes over the watcher continues where the last holder stopped.
+func (s *Store) ReloadCursor() error {
+	if s.db == nil {
+		return nil
+	}
+	ctx, cancel := opCtx()
+	defer cancel()
+	return s.loadCursor(ctx)
 }
 
 // LoadKey returns the sealing key (the first of LoadKeys).
@@ -454,6 +490,7 @@ func (s *Store) PutAll(rs []Record) error {
 
 // putAll is PutAll with s.wmu held, its Backend write bounded by ctx.
 func (s *Store) putAll(ctx context.Context, rs []Record) error {
+	var vers []int64 // on a replica: the versions written
 	if s.db != nil {
 		es := make([]state.Entry, len(rs))
 		for i := range rs {
@@ -463,7 +500,12 @@ func (s *Store) putAll(ctx context.Context, rs []Record) error {
 			}
 			es[i] = state.Entry{Key: rs[i].UserID, Value: v}
 		}
-		if err := s.db.Put(ctx, es); err != nil {
+		if s.sh != nil {
+			var err error
+			if vers, err = s.writeShared(ctx, rs, es); err != nil {
+				return s.failed(fmt.Errorf("state: write: %w", err))
+			}
+		} else if err := s.db.Put(ctx, es); err != nil {
 			return s.failed(fmt.Errorf("state: write: %w", err))
 		}
 	}
@@ -471,6 +513,9 @@ func (s *Store) putAll(ctx context.Context, rs []Record) error {
 	defer s.mu.Unlock()
 	for i := range rs {
 		c := rs[i].clone()
+		if vers != nil {
+			c.ver = vers[i]
+		}
 		c.Format = recordFormat
 		s.in.record(&c)
 		s.rev++
@@ -489,7 +534,12 @@ func (s *Store) Delete(userID string) error {
 	defer cancel()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if s.db != nil {
+	if s.sh != nil {
+		if err := s.deleteShared(ctx, userID); err != nil {
+			err = s.failed(err)
+			return fmt.Errorf("state: delete: %w", err)
+		}
+	} else if s.db != nil {
 		if err := s.db.Delete(ctx, userID); err != nil {
 			err = s.failed(err)
 			return fmt.Errorf("state: delete: %w", err)
@@ -579,25 +629,49 @@ func (s *Store) SealedByOlderKeys() int {
 func (s *Store) Reseal() (int, error) {
 	done := 0
 	for {
-		n, err := s.resealBatch(500)
+		n, tried, err := s.resealBatch(500)
 		done += n
-		if err != nil || n == 0 {
+		if err != nil || tried == 0 {
 			return done, err
 		}
 	}
 }
 
-// resealBatch rewrites at most n of the records an older key sealed.
-func (s *Store) resealBatch(n int) (int, error) {
+// resealBatch rewrites at most n of the records an older key sealed; tried
+// is how many it looked at (0: none is left).
+func (s *Store) resealBatch(n int) (written, tried int, err error) {
+	if s.sh != nil {
+		n = min(n, sharedBatch)
+	}
+	s.mu.RLock()
+	ids := make([]string, 0, min(n, len(s.older)))
+	for id := range s.older {
+		if len(ids) == n {
+			break
+		}
+		ids = append(ids, id)
+	}
+	s.mu.RUnlock()
+	if len(ids) == 0 {
+		return 0, 0, nil
+	}
+	ctx, cancel := opCtx()
+	defer cancel()
+	if s.sh != nil {
+		// On a replica the users' locks come first (another replica may
+		// write them), and the records are read again under them.
+		unlock, err := s.Lock(ctx, ids...)
+		if err != nil {
+			return 0, len(ids), err
+		}
+		defer unlock()
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.mu.Lock()
 	var rs []Record
-	for id := range s.older {
-		if len(rs) == n {
-			break
-		}
-		if r := s.recs[id]; r != nil {
+	for _, id := range ids {
+		if r := s.recs[id]; r != nil && s.older[id] {
 			rs = append(rs, r.clone())
 		} else {
 			delete(s.older, id)
@@ -605,14 +679,12 @@ func (s *Store) resealBatch(n int) (int, error) {
 	}
 	s.mu.Unlock()
 	if len(rs) == 0 {
-		return 0, nil
+		return 0, len(ids), nil
 	}
-	ctx, cancel := opCtx()
-	defer cancel()
 	if err := s.putAll(ctx, rs); err != nil {
-		return 0, err
+		return 0, len(ids), err
 	}
-	return len(rs), nil
+	return len(rs), len(ids), nil
 }
 
 // OnLost registers f, called once (from the writing goroutine) when the
@@ -663,6 +735,9 @@ func (s *Store) Touch(userID string, at time.Time) {
 
 // Flush writes the records changed by Touch.
 func (s *Store) Flush() error {
+	if s.sh != nil {
+		return s.flushShared()
+	}
 	// Writers are held off while the records are copied and written: a
 	// copy written after a newer Put would undo it.
 	s.wmu.Lock()
@@ -704,6 +779,7 @@ func (s *Store) Len() int {
 // Close flushes and closes the Backend.
 func (s *Store) Close() error {
 	err := s.Flush()
+	s.closeShared()
 	if s.db != nil {
 		if cerr := s.db.Close(); err == nil {
 			err = cerr

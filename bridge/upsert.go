@@ -161,13 +161,14 @@ func (e *Exchanger) upsert(ctx context.Context, id *Identity, res *Result, m *Ma
 	// batch, another exchange) holds it up. A writer marks the record
 	// unsure before its Directus request, so what is read here is either
 	// before that request (the token is still valid) or not reusable.
-	if rec, known := e.store.Get(res.UserID); known && rec.boundTo(id.Issuer) && e.canReuse(&rec, g, newExp, now) &&
+	// On a replica, only a record known to be what the database holds.
+	if rec, known := e.store.Reusable(res.UserID); known && rec.boundTo(id.Issuer) && e.canReuse(&rec, g, newExp, now) &&
 		slices.Equal(rec.Scopes, res.Scopes) && rec.Issuer == res.Issuer {
 		res.Token, res.Expiry, res.Outcome = rec.Token, rec.Expiry, Reused
 		e.store.Touch(res.UserID, now)
 		return nil
 	}
-	unlock, err := e.locks.lock(ctx, res.UserID)
+	unlock, err := e.store.Lock(ctx, res.UserID)
 	if err != nil {
 		return unavailable(err)
 	}

@@ -211,7 +211,7 @@ func (e *Exchanger) observe(ctx context.Context, ids []string) (int, error) {
 }
 
 func (e *Exchanger) observeOne(ctx context.Context, id string, rev uint64, u *directus.User) (bool, error) {
-	unlock, err := e.locks.lock(ctx, id)
+	unlock, err := e.store.Lock(ctx, id)
 	if err != nil {
 		return false, err
 	}
