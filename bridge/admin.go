@@ -218,6 +218,9 @@ func (a *AdminServer) serve(w http.ResponseWriter, r *http.Request) adminOutcome
 		status, outcome = http.StatusInternalServerError, "failed"
 		var apiErr *directus.APIError
 		switch {
+		case errors.Is(err, ErrNotLeader):
+			// A replica that does not run the jobs: ask the one that does.
+			status, outcome = http.StatusConflict, "not_leader"
 		case errors.Is(err, directus.ErrUnavailable) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 			status, outcome = http.StatusServiceUnavailable, "unavailable"
 			retry := 30 * time.Second

@@ -107,6 +107,7 @@ type Exchanger struct {
 	provider  atomic.Pointer[string]
 	warnOnce  sync.Once
 	metrics   *Metrics
+	leader    *Leader // on a replica: the jobs run only while it holds the lease
 	perClient limiterRef
 	perIP     limiterRef
 

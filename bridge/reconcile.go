@@ -135,6 +135,10 @@ func (e *Exchanger) managedID(u directus.User) bool {
 func (e *Exchanger) Reconcile(ctx context.Context, rc ReconcileConfig, dryRun bool) (_ *Report, err error) {
 	rc.SetDefaults()
 	rep := &Report{DryRun: dryRun, Started: e.now(), Actions: map[string]int{}, Changes: []Change{}}
+	if !dryRun && !e.leading() {
+		rep.Error = ErrNotLeader.Error()
+		return rep, fmt.Errorf("reconcile: %w", ErrNotLeader)
+	}
 	defer func() { rep.Duration = e.now().Sub(rep.Started).Round(time.Millisecond).String() }()
 	defer func() { e.metrics.reconciled(rep, err) }()
 	// A role or policy may have gained admin access since the rules
@@ -342,6 +346,9 @@ func (e *Exchanger) applyBatch(ctx context.Context, batch []plan, rep *Report, w
 		ids = append(ids, p.user.ID)
 	}
 	var cursor int64 // the activity log's position before a suspension
+	if err := e.fence(ctx); err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
 	switch action {
 	case ActRevoke:
 		err = e.directus.UpdateUsers(ctx, ids, directus.UserChange{Token: directus.Ptr("")})

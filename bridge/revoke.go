@@ -19,6 +19,9 @@ const revokeBatch = 200
 // so it never clears a token that an exchange has just issued. It returns how
 // many tokens it revoked.
 func (e *Exchanger) RevokeExpired(ctx context.Context) (int, error) {
+	if !e.leading() {
+		return 0, ErrNotLeader
+	}
 	now := e.now()
 	var ids []string
 	for _, r := range e.store.All() {
@@ -68,6 +71,9 @@ func (e *Exchanger) revoke(ctx context.Context, ids []string) (int, error) {
 	for i, r := range recs {
 		keys[i] = r.UserID
 	}
+	if err := e.fence(ctx); err != nil {
+		return 0, fmt.Errorf("revoke: %w", err)
+	}
 	// Users deleted in Directus meanwhile are skipped by Directus.
 	if err := e.directus.UpdateUsers(ctx, keys, directus.UserChange{Token: directus.Ptr("")}); err != nil {
 		if !definite(err) {
@@ -100,21 +106,31 @@ func (e *Exchanger) revoke(ctx context.Context, ids []string) (int, error) {
 }
 
 // RunRevoker revokes expired tokens every RevokeInterval until ctx ends, and
-// flushes the store's batched writes on the same beat.
+// flushes the store's batched writes on the same beat. On a replica it
+// revokes only while it holds the jobs lease, and at once when it takes it.
 func (e *Exchanger) RunRevoker(ctx context.Context) {
 	every := e.tok().RevokeInterval.D()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
+		var elected <-chan struct{} // nil without a Leader: never ready
+		if e.leader != nil {
+			elected = e.leader.Elected()
+		}
 		select {
 		case <-ctx.Done():
 			return
+		case <-elected:
+			if _, err := e.RevokeExpired(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, ErrNotLeader) {
+				e.log.Warn("revoking expired tokens failed; next try on the next tick", "err", err)
+			}
+			continue
 		case <-t.C:
 			if d := e.tok().RevokeInterval.D(); d != every { // a reload changed it
 				every = d
 				t.Reset(d)
 			}
-			if _, err := e.RevokeExpired(ctx); err != nil && ctx.Err() == nil {
+			if _, err := e.RevokeExpired(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, ErrNotLeader) {
 				e.log.Warn("revoking expired tokens failed; next try on the next tick", "err", err)
 			}
 			if err := e.store.Flush(); err != nil {

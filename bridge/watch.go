@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -35,6 +36,15 @@ const watchPages = 10
 func (e *Exchanger) Watch(ctx context.Context) (int, error) {
 	e.watchMu.Lock()
 	defer e.watchMu.Unlock()
+	if e.leader != nil {
+		if !e.leading() {
+			return 0, ErrNotLeader
+		}
+		// Where the last holder of the lease stopped.
+		if err := e.store.ReloadCursor(); err != nil {
+			return 0, fmt.Errorf("watch: %w", err)
+		}
+	}
 	self, err := e.selfID(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("watch: %w", err)
@@ -318,7 +328,7 @@ func (e *Exchanger) RunWatcher(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := e.Watch(ctx); err != nil && ctx.Err() == nil {
+			if _, err := e.Watch(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, ErrNotLeader) {
 				e.log.Warn("watching Directus for changes failed; next try on the next tick", "err", err)
 			}
 		}

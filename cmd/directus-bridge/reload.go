@@ -204,6 +204,10 @@ func (s *reconcileSchedule) run() {
 		s.log.Info("scheduled reconcile skipped: another run is in progress", "event", "reconcile_run")
 		return
 	}
+	if errors.Is(err, bridge.ErrNotLeader) {
+		s.log.Debug("scheduled reconcile skipped: another replica holds the jobs lease", "event", "reconcile_run")
+		return
+	}
 	if err != nil {
 		s.log.Warn("reconcile failed; the next run picks up", "err", err)
 		return
