@@ -94,6 +94,12 @@ type StateConfig struct {
 	// waits as a standby (alive, not ready, exchanges 503) and takes over
 	// when the holder goes, instead of refusing to start.
 	Standby bool `yaml:"standby"`
+	// Shared (postgres only): several serve processes use the state at
+	// once, all serving (see bridge.NewSharedStore, bridge.Leader).
+	Shared bool `yaml:"shared"`
+	// MaxStale (with Shared): how old a replica's news of the others'
+	// writes may be while it hands out tokens from memory (default 2s).
+	MaxStale bridge.Duration `yaml:"max_stale"`
 }
 
 // State drivers.
@@ -250,6 +256,9 @@ func (c *Config) problems() []Problem {
 		if c.State.Standby {
 			bad("state.standby", "is for state.driver postgres (a file is held by one process on one machine)")
 		}
+		if c.State.Shared {
+			bad("state.shared", "is for state.driver postgres (a file is used by one process on one machine)")
+		}
 	case driverPostgres:
 		if c.State.Path != "" {
 			bad("state.path", "is for state.driver bbolt; with postgres the state is in the database (remove it)")
@@ -258,6 +267,9 @@ func (c *Config) problems() []Problem {
 			bad("state.dsn_env", "environment variable %s is not set (the PostgreSQL DSN, e.g. postgres://user:password@host:5432/database)", capped(c.State.DSNEnv))
 		} else if pgstate.CheckDSN(dsn) != nil {
 			bad("state.dsn_env", "environment variable %s does not hold a PostgreSQL DSN (want postgres://user:password@host:port/database?options, or key=value pairs)", capped(c.State.DSNEnv))
+		}
+		if c.State.Shared && c.State.Standby {
+			bad("state.standby", "is for one process at a time; with state.shared every replica serves (remove one of them)")
 		}
 		if os.Getenv(c.State.KeyEnv) == "" && c.State.KeyFile == "" {
 			bad("state.key_env", "environment variable %s is not set and state.key_file is not given: with postgres, one of them holds the key that seals tokens", capped(c.State.KeyEnv))
@@ -274,6 +286,9 @@ func (c *Config) problems() []Problem {
 	}
 	if c.Tokens.RotateBefore < 0 || c.Tokens.RotateBefore >= ttl {
 		bad("tokens.rotate_before", "must be below tokens.ttl (%s)", ttl)
+	}
+	if c.State.MaxStale < 0 || c.State.MaxStale.D() > time.Minute {
+		bad("state.max_stale", "must be between 0 (the default, 2s) and 1m, got %s", c.State.MaxStale)
 	}
 	if c.Tokens.RevokeInterval < 0 {
 		bad("tokens.revoke_interval", "must be positive")
