@@ -402,12 +402,18 @@ func (s *Shared) Lock(ctx context.Context, keys []string) (func(), error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(s.base, cancel)()
+	ended := func(err error) error {
+		switch {
+		case s.base.Err() != nil:
+			return ErrClosed
+		case ctx.Err() != nil:
+			return fmt.Errorf("pgstate: %s: lock: %w", s.where, ctx.Err())
+		}
+		return s.fail("lock", err)
+	}
 	conn, err := s.lockPool.Acquire(ctx)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("pgstate: %s: lock: %w", s.where, context.Cause(ctx))
-		}
-		return nil, s.fail("lock", err)
+		return nil, ended(err)
 	}
 	// The function scan yields the array's elements in order, and the
 	// aggregate takes each lock as its row comes: in ascending order.
@@ -415,10 +421,7 @@ func (s *Shared) Lock(ctx context.Context, keys []string) (func(), error) {
 	if err != nil {
 		// The locks taken before the wait ended stay with the session.
 		release(conn)
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("pgstate: %s: lock: %w", s.where, context.Cause(ctx))
-		}
-		return nil, s.fail("lock", err)
+		return nil, ended(err)
 	}
 	h := &heldLock{conn: conn}
 	s.mu.Lock()
