@@ -65,6 +65,36 @@ func Open(ctx context.Context, dsn string) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	tune(cfg)
+	b := &Backend{cfg: cfg, secret: secrets(cfg.Password)}
+	conn, err := b.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.hold(ctx, conn); err != nil {
+		conn.Close(context.Background())
+		return nil, err
+	}
+	if _, err := migrate(ctx, conn); err != nil {
+		conn.Close(context.Background())
+		return nil, b.scrub(fmt.Errorf("pgstate: %s: %w", b.where, err))
+	}
+	err = conn.QueryRow(ctx, `UPDATE `+holderTable+` SET generation = generation + 1, exclusive_opens = exclusive_opens + 1, taken_at = now(), backend_pid = pg_backend_pid() RETURNING generation`).Scan(&b.gen)
+	if err != nil {
+		conn.Close(context.Background())
+		return nil, b.scrub(fmt.Errorf("pgstate: %s: take the hold: %w", b.where, err))
+	}
+	b.conn = conn
+	return b, nil
+}
+
+// errDSN: pgx's message quotes the DSN (its password masked); ours does
+// not quote it at all.
+var errDSN = errors.New("pgstate: the DSN does not parse (want postgres://user:password@host:port/database?options, or key=value pairs)")
+
+// tune sets what a DSN leaves unset: the application name, TCP keepalives
+// and the connect timeout.
+func tune(cfg *pgx.ConnConfig) {
 	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
 		cfg.RuntimeParams["application_name"] = "directus-bridge"
 	}
@@ -80,31 +110,7 @@ func Open(ctx context.Context, dsn string) (*Backend, error) {
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
-	b := &Backend{cfg: cfg, secret: secrets(cfg.Password)}
-	conn, err := b.connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := b.hold(ctx, conn); err != nil {
-		conn.Close(context.Background())
-		return nil, err
-	}
-	if _, err := migrate(ctx, conn); err != nil {
-		conn.Close(context.Background())
-		return nil, b.scrub(fmt.Errorf("pgstate: %s: %w", b.where, err))
-	}
-	err = conn.QueryRow(ctx, `UPDATE `+holderTable+` SET generation = generation + 1, taken_at = now(), backend_pid = pg_backend_pid() RETURNING generation`).Scan(&b.gen)
-	if err != nil {
-		conn.Close(context.Background())
-		return nil, b.scrub(fmt.Errorf("pgstate: %s: take the hold: %w", b.where, err))
-	}
-	b.conn = conn
-	return b, nil
 }
-
-// errDSN: pgx's message quotes the DSN (its password masked); ours does
-// not quote it at all.
-var errDSN = errors.New("pgstate: the DSN does not parse (want postgres://user:password@host:port/database?options, or key=value pairs)")
 
 func parseDSN(dsn string) (*pgx.ConnConfig, error) {
 	cfg, err := pgx.ParseConfig(dsn)
@@ -131,13 +137,16 @@ func secrets(password string) []string {
 }
 
 // scrub masks the password in err's message, keeping err for errors.Is.
-func (b *Backend) scrub(err error) error {
+func (b *Backend) scrub(err error) error { return scrub(b.secret, err) }
+
+// scrub masks every form of the password (secret) in err's message.
+func scrub(secret []string, err error) error {
 	if err == nil {
 		return nil
 	}
 	msg := err.Error()
 	masked := msg
-	for _, s := range b.secret {
+	for _, s := range secret {
 		masked = strings.ReplaceAll(masked, s, "xxxxx")
 	}
 	if masked == msg {
@@ -306,53 +315,67 @@ func (b *Backend) Load(ctx context.Context, fn func(key string, value []byte) er
 // Put writes the entries in one transaction; of a key given twice the last
 // value is kept.
 func (b *Backend) Put(ctx context.Context, es []state.Entry) error {
+	if err := checkAll(es); err != nil || len(es) == 0 {
+		return err
+	}
+	return b.do(ctx, func(conn *pgx.Conn) error {
+		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			_, err := putTx(ctx, tx, es)
+			return err
+		})
+	})
+}
+
+// checkAll checks every entry's bounds.
+func checkAll(es []state.Entry) error {
 	for _, e := range es {
 		if err := state.Check(e); err != nil {
 			return err
 		}
 	}
-	if len(es) == 0 {
-		return nil
-	}
+	return nil
+}
+
+// putTx writes es (checked) in tx, each written key's version one above
+// what it was (1 for a new key), and returns the keys written, each once.
+func putTx(ctx context.Context, tx pgx.Tx, es []state.Entry) ([]string, error) {
 	// One statement may not change a row twice: keep each key's last entry.
 	last := make(map[string]int, len(es))
 	for i, e := range es {
 		last[e.Key] = i
 	}
-	return b.do(ctx, func(conn *pgx.Conn) error {
-		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			keys, values, size := make([]string, 0, min(len(es), batchRows)), make([][]byte, 0, min(len(es), batchRows)), 0
-			flush := func() error {
-				if len(keys) == 0 {
-					return nil
-				}
-				_, err := tx.Exec(ctx, `INSERT INTO `+recordsTable+` (key, value, updated_at)
-					SELECT k, v, now() FROM unnest($1::text[], $2::bytea[]) AS e(k, v)
-					ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`, keys, values)
-				keys, values, size = keys[:0], values[:0], 0
-				if err != nil {
-					return fmt.Errorf("pgstate: put: %w", err)
-				}
-				return nil
+	written := make([]string, 0, len(last))
+	keys, values, size := make([]string, 0, min(len(es), batchRows)), make([][]byte, 0, min(len(es), batchRows)), 0
+	flush := func() error {
+		if len(keys) == 0 {
+			return nil
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO `+recordsTable+` (key, value, updated_at)
+			SELECT k, v, now() FROM unnest($1::text[], $2::bytea[]) AS e(k, v)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at, version = `+recordsTable+`.version + 1`, keys, values)
+		keys, values, size = keys[:0], values[:0], 0
+		if err != nil {
+			return fmt.Errorf("pgstate: put: %w", err)
+		}
+		return nil
+	}
+	for i, e := range es {
+		if last[e.Key] != i {
+			continue
+		}
+		if len(keys) == batchRows || size+len(e.Value) > batchBytes {
+			if err := flush(); err != nil {
+				return nil, err
 			}
-			for i, e := range es {
-				if last[e.Key] != i {
-					continue
-				}
-				if len(keys) == batchRows || size+len(e.Value) > batchBytes {
-					if err := flush(); err != nil {
-						return err
-					}
-				}
-				v := e.Value
-				if v == nil {
-					v = []byte{} // NOT NULL: an empty value is not an absent one
-				}
-				keys, values, size = append(keys, e.Key), append(values, v), size+len(e.Key)+len(v)
-			}
-			return flush()
-		})
-	})
+		}
+		v := e.Value
+		if v == nil {
+			v = []byte{} // NOT NULL: an empty value is not an absent one
+		}
+		keys, values, size = append(keys, e.Key), append(values, v), size+len(e.Key)+len(v)
+		written = append(written, e.Key)
+	}
+	return written, flush()
 }
 
 // Delete removes the record of key.

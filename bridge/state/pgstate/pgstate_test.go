@@ -103,12 +103,12 @@ func TestPGMigrate(t *testing.T) {
 		}
 		b.Close()
 		vs, at := versions(t, dsn)
-		if fmt.Sprint(vs) != fmt.Sprint([]int{SchemaVersion}) || SchemaVersion != 1 {
-			t.Fatalf("versions after the first open: %v, want [1]", vs)
+		if fmt.Sprint(vs) != fmt.Sprint([]int{1, 2}) || SchemaVersion != 2 {
+			t.Fatalf("versions after the first open: %v, want [1 2]", vs)
 		}
 		b = mustOpen(t, dsn)
 		vs2, at2 := versions(t, dsn)
-		if fmt.Sprint(vs2) != fmt.Sprint(vs) || !at2[0].Equal(at[0]) {
+		if fmt.Sprint(vs2) != fmt.Sprint(vs) || !at2[0].Equal(at[0]) || !at2[1].Equal(at[1]) {
 			t.Fatalf("re-opening migrated again: %v %v, was %v %v", vs2, at2, vs, at)
 		}
 		if got := keysOf(t, b); got != "a" {

@@ -13,6 +13,7 @@ const (
 	recordsTable = "directus_bridge_records"
 	metaTable    = "directus_bridge_meta"
 	holderTable  = "directus_bridge_holder"
+	leasesTable  = "directus_bridge_leases"
 )
 
 // migrations[i] brings the schema from version i to version i+1. Append
@@ -36,16 +37,38 @@ var migrations = []string{
 		backend_pid integer NOT NULL DEFAULT pg_backend_pid()
 	);
 	INSERT INTO ` + holderTable + ` (generation) VALUES (0);`,
+	// v2: shared mode (OpenShared). Every record has a version, raised by
+	// every write of either mode; leases carry a fencing token; the holder
+	// row counts the exclusive opens, which a shared process compares after
+	// a reconnection to see whether an exclusive one held the state since.
+	`ALTER TABLE ` + recordsTable + ` ADD COLUMN version bigint NOT NULL DEFAULT 1;
+	CREATE TABLE ` + leasesTable + ` (
+		name text PRIMARY KEY,
+		holder text NOT NULL,
+		token bigint NOT NULL,
+		expires_at timestamptz NOT NULL
+	);
+	ALTER TABLE ` + holderTable + ` ADD COLUMN exclusive_opens bigint NOT NULL DEFAULT 0;`,
 }
+
+// migrateKey is the transaction-level advisory lock that serialises
+// migrations: shared processes that start together hold the state's lock
+// together, and would otherwise create the same tables at once.
+const migrateKey = `hashtextextended('directus-bridge migrate ' || current_database() || '.' || current_schema(), 0)`
 
 // SchemaVersion is the version of the tables this code writes.
 var SchemaVersion = len(migrations)
 
 // migrate brings the tables to SchemaVersion in one transaction, with the
-// lock held; a newer schema is refused. It returns the version found.
+// state's lock held (exclusive or shared) and, first thing in the
+// transaction, the migration lock; a newer schema is refused. It returns
+// the version found.
 func migrate(ctx context.Context, conn *pgx.Conn) (int, error) {
 	var found int
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(`+migrateKey+`)`); err != nil {
+			return fmt.Errorf("take the migration lock: %w", err)
+		}
 		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+versionTable+` (
 			version integer PRIMARY KEY,
 			applied_at timestamptz NOT NULL DEFAULT now()
