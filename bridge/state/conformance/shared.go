@@ -263,8 +263,15 @@ func testCloseReleasesLocks(t *testing.T, open SharedOpener) {
 	chB := lockAsync(t, ctx(t), b, "k")
 	chC := lockAsync(t, ctx(t), c, "m")
 	waits(t, chB, "B's Lock of a key A holds")
-	if err := a.Close(); err != nil {
-		t.Fatalf("close: %v", err)
+	closed := make(chan error, 1)
+	go func() { closed <- a.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("close: %v", err)
+		}
+	case <-time.After(mustProceed):
+		t.Fatalf("Close of an instance holding locks did not return within %s", mustProceed)
 	}
 	unlockB := proceeds(t, chB, "B's Lock after the holder closed")
 	defer unlockB()
@@ -283,8 +290,7 @@ func testLockNoDeadlock(t *testing.T, open SharedOpener) {
 	bs := openShared(t, open, 3)
 	orders := [][]string{{"x", "y", "z"}, {"z", "y", "x"}, {"y", "x"}, {"z", "x"}, {"y", "z", "x"}, {"x", "z"}}
 	holders := map[string]*atomic.Int32{"x": {}, "y": {}, "z": {}}
-	c, cancel := context.WithTimeout(ctx(t), 60*time.Second)
-	defer cancel()
+	c := ctx(t) // its end shows a deadlock
 	var wg sync.WaitGroup
 	for g, keys := range orders {
 		b := bs[g%len(bs)]
@@ -809,7 +815,9 @@ func testLeaseExpires(t *testing.T, open SharedOpener) {
 		t.Fatal("the first holder did not get a free lease")
 	}
 	deadline := time.Now().Add(mustProceed)
+	var took time.Time
 	for {
+		took = time.Now()
 		held, t2 := lease(t, b, "leader", "h2", ttl)
 		if held {
 			if since := time.Since(start); since < ttl {
@@ -825,8 +833,9 @@ func testLeaseExpires(t *testing.T, open SharedOpener) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	// Now h1 is refused.
-	if held, _ := lease(t, a, "leader", "h1", ttl); held {
+	// Now h1 is refused (judged only if the machine did not stall for the
+	// ttl meanwhile).
+	if held, _ := lease(t, a, "leader", "h1", ttl); held && time.Since(took) < ttl {
 		t.Fatal("h1 got the lease back at once from h2")
 	}
 }
@@ -886,8 +895,7 @@ func testNoLostUpdate(t *testing.T, open SharedOpener) {
 	bs := openShared(t, open, 3)
 	keys := []string{"c0", "c1", "c2"}
 	var want [3]atomic.Int64
-	c, cancel := context.WithTimeout(ctx(t), 60*time.Second)
-	defer cancel()
+	c := ctx(t)
 	var wg sync.WaitGroup
 	for g := range 6 {
 		b := bs[g%len(bs)]
