@@ -10,3 +10,7 @@ import (
 func TestConformance(t *testing.T) {
 	conformance.Run(t, func(t *testing.T) conformance.Opener { return memstate.New().Open })
 }
+
+func TestSharedConformance(t *testing.T) {
+	conformance.RunShared(t, func(t *testing.T) conformance.SharedOpener { return memstate.NewShared().Open })
+}
