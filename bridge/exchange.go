@@ -431,7 +431,11 @@ func (e *Exchanger) Exchange(ctx context.Context, req Request) (*Result, error) 
 	if err != nil {
 		var ee *Error
 		if errors.As(err, &ee) {
-			ee.Issuer = id.Issuer.Name
+			// A copy: refusals are shared values, answered to many requests
+			// at once.
+			c := *ee
+			c.Issuer = id.Issuer.Name
+			return nil, &c
 		}
 		return nil, err
 	}

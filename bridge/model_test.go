@@ -19,6 +19,8 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"pgregory.net/rapid"
 
+	"github.com/directus-bridge/directus-bridge/bridge/state"
+	"github.com/directus-bridge/directus-bridge/bridge/state/memstate"
 	"github.com/directus-bridge/directus-bridge/bridge/state/pgstate"
 	"github.com/directus-bridge/directus-bridge/bridge/state/pgstate/pgstatetest"
 	"github.com/directus-bridge/directus-bridge/directus"
@@ -155,14 +157,23 @@ type model struct {
 	pgDSN   string // the state in PostgreSQL (a schema of its own) instead of the file
 	store   *Store
 	ex      *Exchanger
-	now     time.Time
-	rules   int
-	variant int
-	roles   []directus.Role
-	pols    []directus.Policy
-	reader  directus.Role
-	writer  directus.Role
-	extra   directus.Policy
+	// With a shared state: the replicas, each with its own store and
+	// exchanger on one state (store and ex are the acting replica's).
+	reps     []*replica
+	cur      int
+	shared   func() (state.Shared, error) // opens one more instance of the state
+	sfault   *sharedFaults
+	mem      any               // the in-memory shared state (its fault hooks), or nil
+	cut      map[*replica]bool // replicas whose change feed is cut
+	observer state.Shared      // the instance durable reads the state with
+	now      time.Time
+	rules    int
+	variant  int
+	roles    []directus.Role
+	pols     []directus.Policy
+	reader   directus.Role
+	writer   directus.Role
+	extra    directus.Policy
 
 	users          map[string]pair   // user id -> the pair it was handed to
 	tokens         map[string]pair   // token -> the pair it was handed to
@@ -175,6 +186,26 @@ type model struct {
 }
 
 func newModel(t *testing.T, mi *modelIssuers, rt *rapid.T, pgDSN ...string) *model {
+	return newModelWith(t, mi, rt, func(m *model) {
+		if len(pgDSN) > 0 {
+			m.pgDSN = pgDSN[0]
+		}
+	})
+}
+
+// newReplicaModel is newModel with n replicas on the shared state open
+// opens (mem: its in-memory fake, for its fault hooks).
+func newReplicaModel(t *testing.T, mi *modelIssuers, rt *rapid.T, open func() (state.Shared, error), mem any, n int, leaseByModelClock bool) *model {
+	return newModelWith(t, mi, rt, func(m *model) {
+		if ms, ok := mem.(*memstate.SharedState); ok && leaseByModelClock {
+			ms.SetLeaseClock(func() time.Time { return m.now }) // leases expire as the model's clock steps
+		}
+		m.shared, m.mem, m.sfault = open, mem, &sharedFaults{}
+		m.reps, m.cut = make([]*replica, n), map[*replica]bool{}
+	})
+}
+
+func newModelWith(t *testing.T, mi *modelIssuers, rt *rapid.T, setup func(m *model)) *model {
 	m := &model{t: t, mi: mi, now: time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC),
 		users: map[string]pair{}, tokens: map[string]pair{}, adminSuspended: map[string]bool{},
 		unobserved: map[string]bool{}, foreign: map[string]string{}}
@@ -197,10 +228,8 @@ func newModel(t *testing.T, mi *modelIssuers, rt *rapid.T, pgDSN ...string) *mod
 	m.pols = []directus.Policy{m.extra}
 	m.path = filepath.Join(t.TempDir(), fmt.Sprintf("state-%d.db", time.Now().UnixNano()))
 	m.key = make([]byte, 32)
-	if len(pgDSN) > 0 {
-		m.pgDSN = pgDSN[0]
-	}
-	m.start()
+	setup(m)
+	m.startAll()
 	if _, err := m.ex.Watch(ctx); err != nil { // the watcher's starting point
 		t.Fatal(err)
 	}
@@ -209,7 +238,16 @@ func newModel(t *testing.T, mi *modelIssuers, rt *rapid.T, pgDSN ...string) *mod
 
 // close releases what one sequence holds (hundreds of sequences run).
 func (m *model) close() {
-	m.store.Close()
+	if m.shared != nil {
+		for _, r := range m.reps {
+			r.store.Close()
+		}
+		if m.observer != nil {
+			m.observer.Close()
+		}
+	} else {
+		m.store.Close()
+	}
 	m.fake.Close()
 }
 
@@ -217,6 +255,10 @@ func (m *model) close() {
 // process does.
 func (m *model) start() {
 	var err error
+	if m.shared != nil {
+		m.startReplica()
+		return
+	}
 	if m.pgDSN != "" {
 		// Another process taking the state over (a standby) after the
 		// holder crashed: the same as a restart, on PostgreSQL.
@@ -265,7 +307,10 @@ func (m *model) grant(scopes []string) (role string, policies []string, deny boo
 	return g.Role, g.Policies, false
 }
 
-func (m *model) exchange(rt *rapid.T) {
+func (m *model) exchange(rt *rapid.T) { m.exchangeWith(rt, "") }
+
+// exchangeWith exchanges with the fault stateFault armed too ("": none).
+func (m *model) exchangeWith(rt *rapid.T, stateFault string) {
 	i := rapid.IntRange(0, 2).Draw(rt, "issuer")
 	client := rapid.SampledFrom(modelClients).Draw(rt, "client")
 	scopes := rapid.SampledFrom(modelScopes).Draw(rt, "scopes")
@@ -282,6 +327,9 @@ func (m *model) exchange(rt *rapid.T) {
 		req.Scopes = scopes[:1]
 	}
 	fault, at := m.drawFault(rt)
+	if stateFault != "" {
+		fault = strings.TrimPrefix(fault+"+"+stateFault, "+")
+	}
 	uid := UserID(m.ex.namespace, &cfg, client)
 	m.last = fmt.Sprintf("exchange issuer=%s client=%q scopes=%v narrow=%v late=%v fault=%s@%d user=%s",
 		cfg.Name, client, scopes, narrow, late, fault, at, uid)
@@ -313,11 +361,7 @@ func (m *model) exchange(rt *rapid.T) {
 		// Refusals the model did not ask for must have their reason in
 		// Directus: the user suspended, bound to another issuer, or its
 		// external identifier held by another user.
-		reserved := false
-		for _, o := range m.mi.configs(m.variant) {
-			reserved = reserved || ee.Code == "invalid_request" && cfg.UserIDs != UserIDsIssuer &&
-				o.UserIDs == UserIDsIssuer && strings.HasPrefix(client, o.Name+":")
-		}
+		reserved := ee.Code == "invalid_request" && m.reservedClient(cfg, client)
 		if !reserved && (ee.Code != "unauthorized_client" || !m.refusable(before, uid, cfg, client)) {
 			rt.Fatalf("%s: refused without a reason: %v", m.last, err)
 		}
@@ -366,6 +410,17 @@ func (m *model) exchange(rt *rapid.T) {
 	}
 }
 
+// reservedClient reports whether client of cfg takes the external
+// identifier of an issuer-scoped issuer's client (refused).
+func (m *model) reservedClient(cfg IssuerConfig, client string) bool {
+	for _, o := range m.mi.configs(m.variant) {
+		if cfg.UserIDs != UserIDsIssuer && o.UserIDs == UserIDsIssuer && strings.HasPrefix(client, o.Name+":") {
+			return true
+		}
+	}
+	return false
+}
+
 // refusable reports whether Directus shows a reason to refuse the client.
 func (m *model) refusable(snap map[string]directustest.UserState, uid string, cfg IssuerConfig, client string) bool {
 	if u, ok := snap[uid]; ok {
@@ -379,7 +434,7 @@ func (m *model) refusable(snap map[string]directustest.UserState, uid string, cf
 	if p, ok := m.users[uid]; ok && p.issuer != cfg.Issuer {
 		return true
 	}
-	if r, ok := m.store.Get(uid); ok && r.IssuerURL != cfg.Issuer {
+	if r, ok := m.durable()[uid]; ok && r.IssuerURL != cfg.Issuer {
 		return true // written ahead for another issuer: it may have created the user
 	}
 	for id, u := range snap {
@@ -402,6 +457,9 @@ func (m *model) revoke(rt *rapid.T) {
 	m.last = fmt.Sprintf("revoke fault=%s@%d", fault, at)
 	_, err := m.ex.RevokeExpired(context.Background())
 	m.faults.arm("", 0)
+	if errors.Is(err, ErrNotLeader) {
+		return // another replica holds the jobs lease
+	}
 	if err == nil {
 		m.cleanRevoke = m.now
 	} else if fault == "" {
@@ -414,6 +472,9 @@ func (m *model) watch(rt *rapid.T) {
 	m.last = fmt.Sprintf("watch fault=%s@%d", fault, at)
 	_, err := m.ex.Watch(context.Background())
 	m.faults.arm("", 0)
+	if errors.Is(err, ErrNotLeader) {
+		return
+	}
 	if err == nil {
 		clear(m.unobserved)
 	} else if fault == "" {
@@ -426,7 +487,7 @@ func (m *model) reconcile(rt *rapid.T) {
 	m.last = fmt.Sprintf("reconcile fault=%s@%d", fault, at)
 	_, err := m.ex.Reconcile(context.Background(), ReconcileConfig{SuspendAfter: Duration(3 * time.Hour), PageSize: 3}, false)
 	m.faults.arm("", 0)
-	if err != nil && fault == "" {
+	if err != nil && fault == "" && !errors.Is(err, ErrNotLeader) {
 		rt.Fatalf("%s: %v", m.last, err)
 	}
 }
@@ -435,6 +496,7 @@ func (m *model) crash(rt *rapid.T) {
 	m.last = "crash and restart"
 	// A crash loses nothing the store wrote; Close only flushes the batched
 	// last-exchange times, which a crash may lose: skip it.
+	m.store.closeShared()
 	if err := m.store.db.Close(); err != nil {
 		rt.Fatal(err)
 	}
@@ -555,10 +617,7 @@ func (m *model) seedHookUser(rt *rapid.T) {
 
 // check asserts the invariants that hold after every step.
 func (m *model) check(rt *rapid.T) {
-	recs := map[string]Record{}
-	for _, r := range m.store.All() {
-		recs[r.UserID] = r
-	}
+	recs := m.durable()
 	for _, u := range m.machineUsers() {
 		if u.Token != nil && u.Status == "active" && *u.Token != m.foreign[u.ID] {
 			// Every token Directus accepts is known with an expiry, and is

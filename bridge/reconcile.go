@@ -139,6 +139,10 @@ func (e *Exchanger) Reconcile(ctx context.Context, rc ReconcileConfig, dryRun bo
 		rep.Error = ErrNotLeader.Error()
 		return rep, fmt.Errorf("reconcile: %w", ErrNotLeader)
 	}
+	if err := e.store.Sync(ctx); err != nil {
+		rep.Error = err.Error()
+		return rep, fmt.Errorf("reconcile: %w", err)
+	}
 	defer func() { rep.Duration = e.now().Sub(rep.Started).Round(time.Millisecond).String() }()
 	defer func() { e.metrics.reconciled(rep, err) }()
 	// A role or policy may have gained admin access since the rules

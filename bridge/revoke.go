@@ -22,6 +22,9 @@ func (e *Exchanger) RevokeExpired(ctx context.Context) (int, error) {
 	if !e.leading() {
 		return 0, ErrNotLeader
 	}
+	if err := e.store.Sync(ctx); err != nil {
+		return 0, fmt.Errorf("revoke: %w", err)
+	}
 	now := e.now()
 	var ids []string
 	for _, r := range e.store.All() {

@@ -351,6 +351,40 @@ func (s *Store) refreshStale() error {
 	}
 }
 
+// syncWait bounds how long Sync waits for the change feed to catch up
+// before it reads every record instead.
+var syncWait = time.Second
+
+// Sync brings the records in memory up to date with every write committed
+// before it was called, on a replica (on a file they always are): the jobs
+// that walk every record (revoker, reconciler, watcher) call it first, since
+// a record another replica created may not be in memory yet. It waits for
+// the change feed up to a second, and reads every record when the feed
+// does not catch up (cut off).
+func (s *Store) Sync(ctx context.Context) error {
+	if s.sh == nil {
+		return nil
+	}
+	start := time.Now()
+	for s.sh.b.CoherentAt().Before(start) && time.Since(start) < syncWait {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if s.sh.b.CoherentAt().Before(start) {
+		s.mu.Lock()
+		s.sh.seq++
+		s.sh.reset = s.sh.seq
+		s.mu.Unlock()
+	}
+	if err := s.refreshStale(); err != nil {
+		return s.failed(fmt.Errorf("state: sync: %w", err))
+	}
+	return nil
+}
+
 // markStale makes the refresher read keys again (a conditional write found
 // them changed).
 func (s *Store) markStale(keys []string) {

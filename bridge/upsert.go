@@ -170,7 +170,10 @@ func (e *Exchanger) upsert(ctx context.Context, id *Identity, res *Result, m *Ma
 	}
 	unlock, err := e.store.Lock(ctx, res.UserID)
 	if err != nil {
-		return unavailable(err)
+		if ctx.Err() != nil {
+			return unavailable(err)
+		}
+		return stateError(err) // the database's lock (replicas)
 	}
 	defer unlock()
 	now = e.now()

@@ -44,6 +44,9 @@ func (e *Exchanger) Watch(ctx context.Context) (int, error) {
 		if err := e.store.ReloadCursor(); err != nil {
 			return 0, fmt.Errorf("watch: %w", err)
 		}
+		if err := e.store.Sync(ctx); err != nil {
+			return 0, fmt.Errorf("watch: %w", err)
+		}
 	}
 	self, err := e.selfID(ctx)
 	if err != nil {

@@ -14,6 +14,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -260,6 +261,16 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 	if n := store.SealedByOlderKeys(); n > 0 {
 		go resealOnStart(store, n, log)
 	}
+	if sh := store.Shared(); sh != nil {
+		// Replicas: the revoker, reconciler and watcher run on the one that
+		// holds the jobs lease; it lives one revoke interval (at least 1s)
+		// past each renewal, so another replica takes over within about
+		// 1.3 of them after the holder dies, and revokes at once.
+		leader := bridge.NewLeader(sh, replicaName(), max(cfg.Tokens.RevokeInterval.D(), time.Second), log)
+		ex.SetLeader(leader)
+		go leader.Run(ctx)
+		log.Info("replica of a shared state", "replica", leader.Holder())
+	}
 	dc := ex.Directus()
 	// The scheduled runs and the admin listener's share it: one reconcile
 	// at a time, with the settings a reload last put in force.
@@ -310,10 +321,17 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 	bs := &bridge.Server{Exchanger: ex, Logger: log, TrustedProxies: proxies,
 		MetricsHandler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		Ready: func(context.Context) map[string]error {
+			checks := map[string]error{"rules": nil}
 			if !ex.Loaded() {
-				return map[string]error{"rules": errors.New("not in force yet: waiting for Directus")}
+				checks["rules"] = errors.New("not in force yet: waiting for Directus")
 			}
-			return map[string]error{"rules": nil}
+			if store.Shared() != nil {
+				checks["state"] = nil
+				if !store.Coherent() {
+					checks["state"] = errors.New("no recent news of the other replicas' writes from the database: exchanges read the database under the user's lock")
+				}
+			}
+			return checks
 		}}
 	defer bs.Close() // after Shutdown, before the store closes: the open reuse summaries are written
 	real := bs.Handler()
@@ -513,4 +531,14 @@ func resealOnStart(store *bridge.Store, n int, log *slog.Logger) {
 		return
 	}
 	log.Info("state resealed under the first state key: the other keys can be removed", "resealed", done)
+}
+
+// replicaName names this process among the replicas of a shared state, in
+// logs and in the jobs lease: the host, the process id and a random part
+// (a restarted process is another replica).
+func replicaName() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s/%d/%x", host, os.Getpid(), b)
 }

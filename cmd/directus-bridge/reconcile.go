@@ -188,7 +188,7 @@ func printReport(w io.Writer, rep *bridge.Report) {
 // newExchanger wires the state store, the Directus client and the rules;
 // with reg it also creates and registers the metrics.
 func newExchanger(ctx context.Context, cfg *Config, log *slog.Logger, reg prometheus.Registerer, loadNow bool) (*bridge.Exchanger, *bridge.Store, error) {
-	store, err := openStore(ctx, cfg)
+	store, err := openStore(ctx, cfg, false)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -243,7 +243,11 @@ func (l cronLogger) Error(err error, msg string, kv ...any) {
 }
 
 // openStore opens the state the configuration names, with every state key.
-func openStore(ctx context.Context, cfg *Config) (*bridge.Store, error) {
+//
+// With state.shared and shared set (serve), the store is one replica of
+// several; every other command opens the state for itself alone, and so
+// waits for (or is refused by) replicas that are running.
+func openStore(ctx context.Context, cfg *Config, shared bool) (*bridge.Store, error) {
 	keys, err := bridge.LoadKeys(os.Getenv(cfg.State.KeyEnv), cfg.State.KeyFile)
 	if err != nil {
 		return nil, err
@@ -253,6 +257,17 @@ func openStore(ctx context.Context, cfg *Config) (*bridge.Store, error) {
 	case driverPostgres:
 		octx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
+		if cfg.State.Shared && shared {
+			b, err := pgstate.OpenShared(octx, os.Getenv(cfg.State.DSNEnv))
+			if err != nil {
+				return nil, fmt.Errorf("state (postgres, shared, DSN from %s): %w", cfg.State.DSNEnv, err)
+			}
+			if store, err = bridge.NewSharedStore(b, cfg.State.MaxStale.D(), keys...); err != nil {
+				b.Close()
+				return nil, fmt.Errorf("state (postgres, shared): %w", err)
+			}
+			return store, nil
+		}
 		b, err := pgstate.Open(octx, os.Getenv(cfg.State.DSNEnv))
 		if err != nil {
 			return nil, fmt.Errorf("state (postgres, DSN from %s): %w", cfg.State.DSNEnv, err)

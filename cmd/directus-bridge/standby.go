@@ -18,7 +18,7 @@ import (
 // exchanges 503, and the state is tried again until this process holds it
 // or ctx ends.
 func holdState(ctx context.Context, cfg *Config, handler *atomic.Pointer[http.Handler], log *slog.Logger) (*bridge.Store, error) {
-	store, err := openStore(ctx, cfg)
+	store, err := openStore(ctx, cfg, true)
 	if !cfg.State.Standby || !errors.Is(err, state.ErrHeld) {
 		return store, err
 	}
@@ -34,7 +34,7 @@ func holdState(ctx context.Context, cfg *Config, handler *atomic.Pointer[http.Ha
 		case <-time.After(wait):
 		}
 		wait = 200 * time.Millisecond
-		store, err = openStore(ctx, cfg) // waits for the hold a few seconds itself
+		store, err = openStore(ctx, cfg, true) // waits for the hold a few seconds itself
 		switch {
 		case err == nil:
 			log.Info("standby: took over the state", "waited", time.Since(start).Round(time.Millisecond).String())

@@ -58,7 +58,7 @@ func stateCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	store, err := openStore(ctx, cfg)
+	store, err := openStore(ctx, cfg, false)
 	if errors.Is(err, state.ErrHeld) {
 		fmt.Fprintln(stderr, "state reseal: a running server holds the state; it reseals by itself when it starts: restart it")
 		return 1

@@ -858,3 +858,13 @@ func TestSharedPasswordNeverInErrors(t *testing.T) {
 		t.Fatalf("not the server's refusal: %v", err)
 	}
 }
+
+// TestRunShared runs the suite of the Shared port (the one the in-memory
+// fake passes too) on OpenShared.
+func TestRunShared(t *testing.T) {
+	s := pgstatetest.NewSchemas(t)
+	conformance.RunShared(t, func(t *testing.T) conformance.SharedOpener {
+		dsn := s.Fresh(t)
+		return func() (state.Shared, error) { return OpenShared(t.Context(), dsn) }
+	})
+}
