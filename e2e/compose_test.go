@@ -24,6 +24,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
@@ -42,14 +43,54 @@ const (
 	composeStandbyProfile = "standby"
 	composeStandbyConf    = "testdata/compose/bridge-standby.yaml"
 	composeStandbyInit    = "testdata/compose/bridge-db-init.sh"
+
+	// The replicas profile: two bridges serving at once on one shared
+	// state, in the database of the standby profile (bridge-db-init too).
+	composeReplicasProfile = "replicas"
+	composeReplicasConf    = "testdata/compose/bridge-replicas.yaml"
 )
 
 // composeStandbyBridges are the two bridges of the standby profile.
 var composeStandbyBridges = []string{"bridge-a", "bridge-b"}
 
+// composeReplicaBridges are the two bridges of the replicas profile.
+var composeReplicaBridges = []string{"replica-a", "replica-b"}
+
+// composeDBInit is the one-shot service that creates the database of both
+// profiles' state.
+const composeDBInit = "bridge-db-init"
+
 // composeStandbyServices are the services of the standby profile, and only
 // of it: a plain `docker compose up` starts none of them.
-var composeStandbyServices = []string{"bridge-db-init", "bridge-a", "bridge-b"}
+var composeStandbyServices = []string{composeDBInit, "bridge-a", "bridge-b"}
+
+// composeReplicasServices are those of the replicas profile.
+var composeReplicasServices = []string{composeDBInit, "replica-a", "replica-b"}
+
+// composeBridgeProfile is one profile of bridges on the PostgreSQL state.
+type composeBridgeProfile struct {
+	name     string   // the profile
+	conf     string   // the bridges' configuration
+	bridges  []string // the bridge services
+	services []string // every service of the profile
+	// healthPath is the bridges' health check: /healthz for the standby
+	// pair (a standby is not ready by design), /readyz for replicas (each
+	// one serves).
+	healthPath string
+}
+
+var (
+	composeStandby = composeBridgeProfile{
+		name: composeStandbyProfile, conf: composeStandbyConf, bridges: composeStandbyBridges,
+		services: composeStandbyServices, healthPath: "/healthz",
+	}
+	composeReplicas = composeBridgeProfile{
+		name: composeReplicasProfile, conf: composeReplicasConf, bridges: composeReplicaBridges,
+		services: composeReplicasServices, healthPath: "/readyz",
+	}
+	// composeBridgeProfiles are the profiles of bridges on PostgreSQL.
+	composeBridgeProfiles = []composeBridgeProfile{composeStandby, composeReplicas}
+)
 
 // composeServices are the services the stack must have.
 var composeServices = []string{"postgres", "directus", "directus-init", "idp", "bridge"}
@@ -162,6 +203,9 @@ func TestComposeServices(t *testing.T) {
 	}
 	checkComposeWiring(t, p)
 	checkComposeWiring(t, loadComposeProfiles(t, []string{composeStandbyProfile}))
+	checkComposeWiring(t, loadComposeProfiles(t, []string{composeReplicasProfile}))
+	// Every profile at once: no two services publish one host port.
+	checkComposeWiring(t, loadComposeProfiles(t, []string{composeStandbyProfile, composeReplicasProfile}))
 	// The services the bridge needs, all of them.
 	bridge := service(t, p, "bridge")
 	for _, dep := range []string{"directus", "idp", "directus-init"} {
@@ -478,17 +522,19 @@ func TestComposeBridge(t *testing.T) {
 	}
 }
 
-// standbyBridgeConfig is the part of the standby bridges' configuration
-// these tests look at.
+// standbyBridgeConfig is the part of the configuration of the bridges on
+// PostgreSQL (standby and replicas profiles) these tests look at.
 type standbyBridgeConfig struct {
 	Listen string `yaml:"listen"`
 	State  struct {
-		Driver  string `yaml:"driver"`
-		Path    string `yaml:"path"`
-		DSNEnv  string `yaml:"dsn_env"`
-		KeyEnv  string `yaml:"key_env"`
-		KeyFile string `yaml:"key_file"`
-		Standby bool   `yaml:"standby"`
+		Driver   string `yaml:"driver"`
+		Path     string `yaml:"path"`
+		DSNEnv   string `yaml:"dsn_env"`
+		KeyEnv   string `yaml:"key_env"`
+		KeyFile  string `yaml:"key_file"`
+		Standby  bool   `yaml:"standby"`
+		Shared   bool   `yaml:"shared"`
+		MaxStale string `yaml:"max_stale"`
 	} `yaml:"state"`
 }
 
@@ -533,14 +579,21 @@ func parseStandbyInit(t *testing.T) standbyInit {
 
 func standbyConfig(t *testing.T) (standbyBridgeConfig, composeBridgeConfig) {
 	t.Helper()
-	raw := readRepoFile(t, composeStandbyConf)
+	return profileConfig(t, composeStandbyConf)
+}
+
+// profileConfig reads the configuration conf of a profile's bridges, with
+// the bridge's defaults of the environment variables filled in.
+func profileConfig(t *testing.T, conf string) (standbyBridgeConfig, composeBridgeConfig) {
+	t.Helper()
+	raw := readRepoFile(t, conf)
 	var sc standbyBridgeConfig
 	var c composeBridgeConfig
 	if err := yaml.Unmarshal([]byte(raw), &sc); err != nil {
-		t.Fatalf("%s: %v", composeStandbyConf, err)
+		t.Fatalf("%s: %v", conf, err)
 	}
 	if err := yaml.Unmarshal([]byte(raw), &c); err != nil {
-		t.Fatalf("%s: %v", composeStandbyConf, err)
+		t.Fatalf("%s: %v", conf, err)
 	}
 	if sc.State.DSNEnv == "" {
 		sc.State.DSNEnv = "DIRECTUS_BRIDGE_STATE_DSN" // the bridge's defaults
@@ -552,9 +605,54 @@ func standbyConfig(t *testing.T) (standbyBridgeConfig, composeBridgeConfig) {
 }
 
 // TestComposeStandbyProfile: the standby profile adds two bridges on one
-// PostgreSQL state and the one-shot service that creates its database;
-// without the profile the stack is what it was.
+// PostgreSQL state, one holding it and one waiting, and the one-shot
+// service that creates its database; without the profile the stack is what
+// it was.
 func TestComposeStandbyProfile(t *testing.T) {
+	sc, _ := checkBridgeProfile(t, composeStandby)
+	if !sc.State.Standby || sc.State.Shared {
+		t.Errorf("%s: state standby %v, shared %v: want a standby pair (standby true, not shared)", composeStandbyConf, sc.State.Standby, sc.State.Shared)
+	}
+}
+
+// TestComposeReplicasProfile: the replicas profile adds two bridges that
+// serve at once on one shared PostgreSQL state, the state of the standby
+// profile (same database, DSN and key), after the same one-shot service
+// created its database.
+func TestComposeReplicasProfile(t *testing.T) {
+	sc, _ := checkBridgeProfile(t, composeReplicas)
+	if !sc.State.Shared || sc.State.Standby {
+		t.Errorf("%s: state shared %v, standby %v: want replicas (shared true, not standby: the bridge refuses both)", composeReplicasConf, sc.State.Shared, sc.State.Standby)
+	}
+	if sc.State.MaxStale != "" {
+		if d, err := time.ParseDuration(sc.State.MaxStale); err != nil || d <= 0 || d > time.Minute {
+			t.Errorf("%s: state.max_stale %q: want a duration above 0 and at most 1m", composeReplicasConf, sc.State.MaxStale)
+		}
+	}
+
+	// The replicas are the standby pair with another configuration: the
+	// same environment (one state, one key, one Directus token), so that
+	// moving from one profile to the other keeps every client's token.
+	p := loadComposeProfiles(t, []string{composeStandbyProfile, composeReplicasProfile})
+	standby := envOf(t, service(t, p, composeStandbyBridges[0]))
+	for _, name := range composeReplicaBridges {
+		if diff := cmp.Diff(standby, envOf(t, service(t, p, name))); diff != "" {
+			t.Errorf("service %s: environment differs from %s's (-%s +%s):\n%s", name, composeStandbyBridges[0], composeStandbyBridges[0], name, diff)
+		}
+	}
+	// One database for both: the profiles' bridges are never configured
+	// apart except for their state block's mode.
+	ssc, _ := standbyConfig(t)
+	if sc.State.Driver != ssc.State.Driver || sc.State.DSNEnv != ssc.State.DSNEnv || sc.State.KeyEnv != ssc.State.KeyEnv {
+		t.Errorf("%s and %s: state driver, dsn_env or key_env differ: %+v, %+v", composeReplicasConf, composeStandbyConf, sc.State, ssc.State)
+	}
+}
+
+// checkBridgeProfile checks a profile of bridges on the PostgreSQL state
+// (see TestComposeStandbyProfile) and returns its bridges' configuration.
+//
+// Not a t.Helper: a failure names the line of the check that failed.
+func checkBridgeProfile(t *testing.T, prof composeBridgeProfile) (standbyBridgeConfig, composeBridgeConfig) {
 	root := repoRoot(t)
 
 	// Without the profile: exactly the default services, none of the profile's.
@@ -562,56 +660,75 @@ func TestComposeStandbyProfile(t *testing.T) {
 	if got := slices.Sorted(maps.Keys(plain.Services)); !slices.Equal(got, slices.Sorted(slices.Values(composeServices))) {
 		t.Errorf("services without a profile: %q, want %q", got, composeServices)
 	}
-	for _, name := range composeStandbyServices {
+	for _, name := range prof.services {
 		if _, ok := plain.Services[name]; ok {
-			t.Errorf("service %s runs without --profile %s", name, composeStandbyProfile)
+			t.Errorf("service %s runs without --profile %s", name, prof.name)
 		}
 		if _, ok := plain.DisabledServices[name]; !ok {
 			t.Errorf("service %s is not declared (not even disabled)", name)
 		}
 	}
 
-	p := loadComposeProfiles(t, []string{composeStandbyProfile})
+	p := loadComposeProfiles(t, []string{prof.name})
 	for _, name := range composeServices {
 		if s := service(t, p, name); len(s.Profiles) != 0 {
 			t.Errorf("service %s has profiles %q: the default stack must not change", name, s.Profiles)
 		}
 	}
-	for _, name := range composeStandbyServices {
-		if s := service(t, p, name); !slices.Equal(s.Profiles, []string{composeStandbyProfile}) {
-			t.Errorf("service %s: profiles %q, want [%s]", name, s.Profiles, composeStandbyProfile)
+	// Exactly the default services and the profile's: the other profile's
+	// bridges stay out.
+	if got, want := slices.Sorted(maps.Keys(p.Services)), slices.Sorted(slices.Values(slices.Concat(composeServices, prof.services))); !slices.Equal(got, want) {
+		t.Errorf("services with --profile %s: %q, want %q", prof.name, got, want)
+	}
+	for _, name := range prof.services {
+		s := service(t, p, name)
+		want := []string{prof.name}
+		if name == composeDBInit {
+			// The database of every profile of bridges on PostgreSQL.
+			want = nil
+			for _, bp := range composeBridgeProfiles {
+				want = append(want, bp.name)
+			}
+		}
+		if !slices.Equal(slices.Sorted(slices.Values(s.Profiles)), slices.Sorted(slices.Values(want))) {
+			t.Errorf("service %s: profiles %q, want %q", name, s.Profiles, want)
 		}
 	}
 
-	sc, cfg := standbyConfig(t)
-	if sc.State.Driver != "postgres" || !sc.State.Standby || sc.State.Path != "" || sc.State.KeyFile != "" {
-		t.Errorf("%s: state %+v, want driver postgres, standby true, no path and no key_file (the key comes from the environment, the same for both)",
-			composeStandbyConf, sc.State)
+	raw := readRepoFile(t, prof.conf)
+	sc, cfg := profileConfig(t, prof.conf)
+	if sc.State.Driver != "postgres" || sc.State.Path != "" || sc.State.KeyFile != "" {
+		t.Errorf("%s: state %+v, want driver postgres, no path and no key_file (the key comes from the environment, the same for every bridge)",
+			prof.conf, sc.State)
+	}
+	// The DSN holds a password: it comes from the environment, never the file.
+	if regexp.MustCompile(`(?i)postgres(ql)?://|password=`).MatchString(raw) {
+		t.Errorf("%s holds a DSN: the bridges take it from %s", prof.conf, sc.State.DSNEnv)
 	}
 	// Everything but the state is the default bridge's configuration.
-	var plainDoc, standbyDoc map[string]any
+	var plainDoc, profDoc map[string]any
 	if err := yaml.Unmarshal([]byte(readRepoFile(t, composeBridgeConf)), &plainDoc); err != nil {
 		t.Fatal(err)
 	}
-	if err := yaml.Unmarshal([]byte(readRepoFile(t, composeStandbyConf)), &standbyDoc); err != nil {
+	if err := yaml.Unmarshal([]byte(raw), &profDoc); err != nil {
 		t.Fatal(err)
 	}
 	delete(plainDoc, "state")
-	delete(standbyDoc, "state")
-	if diff := cmp.Diff(plainDoc, standbyDoc); diff != "" {
-		t.Errorf("%s differs from %s outside state (-bridge.yaml +bridge-standby.yaml):\n%s", composeStandbyConf, composeBridgeConf, diff)
+	delete(profDoc, "state")
+	if diff := cmp.Diff(plainDoc, profDoc); diff != "" {
+		t.Errorf("%s differs from %s outside state (-%s +%s):\n%s", prof.conf, composeBridgeConf, path.Base(composeBridgeConf), path.Base(prof.conf), diff)
 	}
 
 	df := parseDockerfile(t, readRepoFile(t, "Dockerfile"))
 	configPath := flagValue(df.cmd, "-config")
 	_, listenPort, err := net.SplitHostPort(cfg.Listen)
 	if err != nil {
-		t.Fatalf("%s: listen %q: %v", composeStandbyConf, cfg.Listen, err)
+		t.Fatalf("%s: listen %q: %v", prof.conf, cfg.Listen, err)
 	}
 
 	plainBridge := service(t, p, "bridge")
 	var envs []map[string]string
-	for _, name := range composeStandbyBridges {
+	for _, name := range prof.bridges {
 		b := service(t, p, name)
 		// The image of the default bridge, built from the same Dockerfile.
 		if b.Image != plainBridge.Image {
@@ -620,19 +737,19 @@ func TestComposeStandbyProfile(t *testing.T) {
 		if diff := cmp.Diff(plainBridge.Build, b.Build); diff != "" {
 			t.Errorf("service %s: build differs from the bridge service's (-bridge +%s):\n%s", name, name, diff)
 		}
-		// The standby configuration, where the image's CMD reads it, and no
-		// state folder: the state is in PostgreSQL.
+		// The profile's configuration, where the image's CMD reads it, and
+		// no state folder: the state is in PostgreSQL.
 		confOK := false
 		for _, v := range b.Volumes {
 			switch {
 			case v.Target == configPath:
-				confOK = v.Type == types.VolumeTypeBind && v.Source == filepath.Join(root, composeStandbyConf) && v.ReadOnly
+				confOK = v.Type == types.VolumeTypeBind && v.Source == filepath.Join(root, prof.conf) && v.ReadOnly
 			case v.Type == types.VolumeTypeVolume:
-				t.Errorf("service %s: volume %s at %s: the state of a standby bridge is in PostgreSQL, not in a volume", name, v.Source, v.Target)
+				t.Errorf("service %s: volume %s at %s: the state of a bridge of profile %s is in PostgreSQL, not in a volume", name, v.Source, v.Target, prof.name)
 			}
 		}
 		if !confOK {
-			t.Errorf("service %s: want a read-only bind mount of %s at %s, got %+v", name, composeStandbyConf, configPath, b.Volumes)
+			t.Errorf("service %s: want a read-only bind mount of %s at %s, got %+v", name, prof.conf, configPath, b.Volumes)
 		}
 		// One port each, on the listen port (checkComposeWiring checks that
 		// no two services publish the same host port).
@@ -640,18 +757,23 @@ func TestComposeStandbyProfile(t *testing.T) {
 			t.Errorf("service %s: ports %+v, want one, to the listen port %s", name, b.Ports, listenPort)
 		}
 		if b.Restart != types.RestartPolicyUnlessStopped {
-			t.Errorf("service %s: restart %q, want %s (a bridge whose state was taken over exits; it comes back as the standby)",
+			t.Errorf("service %s: restart %q, want %s (a bridge whose state was taken over exits; started again it rejoins)",
 				name, b.Restart, types.RestartPolicyUnlessStopped)
 		}
-		// It waits for what the default bridge waits for, and for its database.
-		for _, dep := range []string{"directus", "idp", "directus-init", "bridge-db-init"} {
+		// It waits for what the default bridge waits for, and for its
+		// database to be created (the one-shot service completed).
+		for _, dep := range []string{"directus", "idp", "directus-init", composeDBInit} {
 			if _, ok := b.DependsOn[dep]; !ok {
 				t.Errorf("service %s does not depend on %s", name, dep)
 			}
 		}
-		// Never on the default bridge, even indirectly: `docker compose
-		// --profile standby up bridge-a bridge-b` must be able to leave it
-		// out (one bridge state per Directus).
+		if d := b.DependsOn[composeDBInit]; d.Condition != types.ServiceConditionCompletedSuccessfully {
+			t.Errorf("service %s: depends_on %s with condition %q, want %s (the database exists before the bridge starts)",
+				name, composeDBInit, d.Condition, types.ServiceConditionCompletedSuccessfully)
+		}
+		// Never on another bridge, even indirectly: `docker compose
+		// --profile NAME up BRIDGE...` must be able to leave the others out
+		// (one bridge state per Directus).
 		seen := map[string]bool{}
 		var walk func(string)
 		walk = func(n string) {
@@ -664,70 +786,82 @@ func TestComposeStandbyProfile(t *testing.T) {
 		}
 		walk(name)
 		for dep := range seen {
-			if dep == "bridge" || slices.Contains(composeStandbyBridges, dep) {
-				t.Errorf("service %s depends on %s: the standby pair must start without the other bridges", name, dep)
+			if dep == "bridge" || slices.Contains(composeStandbyBridges, dep) || slices.Contains(composeReplicaBridges, dep) {
+				t.Errorf("service %s depends on %s: the bridges of profile %s must start without the other bridges", name, dep, prof.name)
 			}
 		}
-		// Liveness, not readiness: a standby answers /readyz 503 by design.
 		hc := []string{}
 		if b.HealthCheck != nil {
 			hc = b.HealthCheck.Test
 		}
 		if len(hc) < 3 || hc[0] != "CMD" || len(df.entrypoint) != 1 || hc[1] != df.entrypoint[0] || hc[2] != "healthcheck" {
 			t.Errorf("service %s: healthcheck %q, want [CMD %s healthcheck ...]", name, hc, strings.Join(df.entrypoint, " "))
-		} else if u, err := url.Parse(flagValue(hc, "-url")); err != nil || u.Hostname() != "127.0.0.1" || u.Port() != listenPort || u.Path != "/healthz" {
-			t.Errorf("service %s: healthcheck -url %q, want http://127.0.0.1:%s/healthz", name, flagValue(hc, "-url"), listenPort)
+		} else if u, err := url.Parse(flagValue(hc, "-url")); err != nil || u.Hostname() != "127.0.0.1" || u.Port() != listenPort || u.Path != prof.healthPath {
+			t.Errorf("service %s: healthcheck -url %q, want http://127.0.0.1:%s%s", name, flagValue(hc, "-url"), listenPort, prof.healthPath)
 		}
 		envs = append(envs, envOf(t, b))
 	}
-	// Both on one state: the same environment (DSN, key, Directus token).
-	if diff := cmp.Diff(envs[0], envs[1]); diff != "" {
-		t.Errorf("services %s and %s have different environments (-%s +%s):\n%s",
-			composeStandbyBridges[0], composeStandbyBridges[1], composeStandbyBridges[0], composeStandbyBridges[1], diff)
+	// All on one state: the same environment (DSN, key, Directus token).
+	for i := 1; i < len(envs); i++ {
+		if diff := cmp.Diff(envs[0], envs[i]); diff != "" {
+			t.Errorf("services %s and %s have different environments (-%s +%s):\n%s",
+				prof.bridges[0], prof.bridges[i], prof.bridges[0], prof.bridges[i], diff)
+		}
+	}
+	if envs[0][sc.State.DSNEnv] == "" {
+		t.Errorf("service %s: no %s (state.dsn_env): the bridges have no DSN", prof.bridges[0], sc.State.DSNEnv)
 	}
 
-	dbInit := service(t, p, "bridge-db-init")
+	dbInit := service(t, p, composeDBInit)
 	if dbInit.Image != service(t, p, "postgres").Image {
-		t.Errorf("service bridge-db-init: image %q, want the postgres service's (its psql)", dbInit.Image)
+		t.Errorf("service %s: image %q, want the postgres service's (its psql)", composeDBInit, dbInit.Image)
 	}
 	if dbInit.Restart != "" && dbInit.Restart != types.RestartPolicyNo {
-		t.Errorf("service bridge-db-init is one-shot: restart %q", dbInit.Restart)
+		t.Errorf("service %s is one-shot: restart %q", composeDBInit, dbInit.Restart)
 	}
 	if hasHealthcheck(dbInit) {
-		t.Errorf("service bridge-db-init is one-shot: it must not have a healthcheck (the bridges wait for it to complete)")
+		t.Errorf("service %s is one-shot: it must not have a healthcheck (the bridges wait for it to complete)", composeDBInit)
 	}
 	if d, ok := dbInit.DependsOn["postgres"]; !ok || d.Condition != types.ServiceConditionHealthy {
-		t.Errorf("service bridge-db-init: depends_on postgres %+v, want service_healthy", dbInit.DependsOn)
+		t.Errorf("service %s: depends_on postgres %+v, want service_healthy", composeDBInit, dbInit.DependsOn)
 	}
 	if src := filepath.Join(root, composeStandbyInit); !slices.ContainsFunc(dbInit.Volumes, func(v types.ServiceVolumeConfig) bool {
 		return v.Type == types.VolumeTypeBind && v.Source == src && v.ReadOnly && slices.Contains(dbInit.Command, v.Target)
 	}) {
-		t.Errorf("service bridge-db-init does not run %s (mounted read-only): volumes %+v, command %q", composeStandbyInit, dbInit.Volumes, dbInit.Command)
+		t.Errorf("service %s does not run %s (mounted read-only): volumes %+v, command %q", composeDBInit, composeStandbyInit, dbInit.Volumes, dbInit.Command)
 	}
 
 	// config check accepts the file with the environment the compose file
 	// gives the bridges (and nothing else).
 	bin := buildBridgeBinary(t)
-	check := exec.Command(bin, "config", "check", "-config", filepath.Join(root, composeStandbyConf))
+	check := exec.Command(bin, "config", "check", "-config", filepath.Join(root, prof.conf))
 	for k, v := range envs[0] {
 		check.Env = append(check.Env, k+"="+v)
 	}
 	if out, err := check.CombinedOutput(); err != nil {
-		t.Errorf("config check of %s with the %s service's env: %v\n%s", composeStandbyConf, composeStandbyBridges[0], err, out)
+		t.Errorf("config check of %s with the %s service's env: %v\n%s", prof.conf, prof.bridges[0], err, out)
+	}
+	return sc, cfg
+}
+
+// TestComposeStandbySecrets: the DSN of the bridges of the standby and
+// replicas profiles names the role and database bridge-db-init creates,
+// with the password it sets, and all share one state key; with the
+// defaults and when overridden.
+func TestComposeStandbySecrets(t *testing.T) {
+	for _, prof := range composeBridgeProfiles {
+		t.Run(prof.name, func(t *testing.T) { checkProfileSecrets(t, prof) })
 	}
 }
 
-// TestComposeStandbySecrets: the standby bridges' DSN names the role and
-// database bridge-db-init creates, with the password it sets, and both
-// share one state key; with the defaults and when overridden.
-func TestComposeStandbySecrets(t *testing.T) {
-	sc, _ := standbyConfig(t)
+func checkProfileSecrets(t *testing.T, prof composeBridgeProfile) {
+	sc, _ := profileConfig(t, prof.conf)
 	in := parseStandbyInit(t)
 	key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
 	for _, env := range [][]string{nil, {"DIRECTUS_BRIDGE_DB_PASSWORD=override-pw", "DIRECTUS_BRIDGE_STATE_KEY=" + key, "POSTGRES_PASSWORD=override-root"}} {
-		p := loadComposeProfiles(t, []string{composeStandbyProfile}, env...)
+		p := loadComposeProfiles(t, []string{prof.name}, env...)
 		pg := envOf(t, service(t, p, "postgres"))
-		dbInit := envOf(t, service(t, p, "bridge-db-init"))
+		dbInit := envOf(t, service(t, p, composeDBInit))
 		d := envOf(t, service(t, p, "directus"))
 
 		// bridge-db-init logs in as the superuser of the postgres service.
@@ -740,7 +874,7 @@ func TestComposeStandbySecrets(t *testing.T) {
 			t.Errorf("env %v: bridge-db-init: %s is %q: want a password of its own", env, in.passwordEnv, password)
 		}
 
-		for _, name := range composeStandbyBridges {
+		for _, name := range prof.bridges {
 			b := envOf(t, service(t, p, name))
 			dsn := b[sc.State.DSNEnv]
 			u, err := url.Parse(dsn)
