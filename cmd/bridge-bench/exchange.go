@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,6 +32,9 @@ type loadRow struct {
 	// writes is the state writes (transactions) per operation (-1: not
 	// applicable).
 	writes float64
+	// calls is every call of the state per operation: writes, reads,
+	// locks (-1: not applicable).
+	calls float64
 	// ref is the no-op row this row's throughput is compared with (nil:
 	// the row is a reference itself).
 	ref  *loadRow
@@ -115,31 +119,34 @@ func exchangeRows(ctx context.Context, stderr io.Writer, cfg config, e *env, fir
 	defer hc.CloseIdleConnections()
 
 	var refNoop *loadRow // the latest no-op row
-	exchangeRow := func(name, stateName string, in *instance, op func(ctx context.Context, w, i int) error, maxOps int) *loadRow {
+	exchangeRow := func(name, stateName string, cl *cluster, op func(ctx context.Context, w, i int) error, maxOps int) *loadRow {
 		progress(stderr, "%s: %s, %s state", e.d.Name, name, stateName)
-		before, busy, dials := in.directus.reqs.Load(), in.directus.busy.Load(), in.directus.dials.Load()
-		writes, writeBusy := in.state.writes.writes.Load(), in.state.writes.busy.Load()
+		before, busy, dials := cl.directus()
+		sc0 := cl.state.counts()
 		res := load(ctx, conc, cfg.duration, maxOps, op)
-		res.directus = in.directus.reqs.Load() - before
+		reqs, busy1, dials1 := cl.directus()
+		sc := cl.state.counts().sub(sc0)
+		res.directus = reqs - before
 		row := &loadRow{name: name, state: stateName, res: res, perOp: res.perOp(res.directus),
-			writes: res.perOp(in.state.writes.writes.Load() - writes), ref: refNoop}
+			writes: res.perOp(sc.writes), calls: res.perOp(sc.calls()), ref: refNoop}
+		var notes []string
 		if res.directus > 0 {
 			var total time.Duration
 			for _, l := range res.lat {
 				total += l
 			}
 			mean := total / time.Duration(max(1, len(res.lat)))
-			row.note = fmt.Sprintf("mean latency %s, of which waiting for Directus %s; %d new connections to Directus for %d requests",
-				ms(mean), ms(time.Duration(in.directus.busy.Load()-busy)/time.Duration(res.ok+res.failed)),
-				in.directus.dials.Load()-dials, res.directus)
+			notes = append(notes, fmt.Sprintf("mean latency %s, of which waiting for Directus %s; %d new connections to Directus for %d requests",
+				ms(mean), ms(time.Duration(busy1-busy)/time.Duration(res.ok+res.failed)), dials1-dials, res.directus))
 		}
-		if n := in.state.writes.writes.Load() - writes; n > 0 {
-			if row.note != "" {
-				row.note += "; "
-			}
-			row.note += fmt.Sprintf("%d state writes of %s each on average", n,
-				ms(time.Duration(in.state.writes.busy.Load()-writeBusy)/time.Duration(n)))
+		if sc.writes > 0 {
+			notes = append(notes, fmt.Sprintf("%d state writes of %s each on average", sc.writes, ms(sc.busy/time.Duration(sc.writes))))
 		}
+		if n := sc.calls() - sc.writes; n > 0 || cl.state.shared() {
+			notes = append(notes, fmt.Sprintf("state calls besides writes: %d Lock, %d reads (Read, Load, Meta), %d lease calls",
+				sc.locks, sc.reads, sc.leases))
+		}
+		row.note = strings.Join(notes, "; ")
 		return row
 	}
 
@@ -156,7 +163,7 @@ func exchangeRows(ctx context.Context, stderr io.Writer, cfg config, e *env, fir
 		br := &backendRows{state: stateName}
 		rep.backends = append(rep.backends, br)
 
-		inst, err := newInstance(ctx, e, bs, bridge.TokenConfig{}, 0)
+		inst, err := newCluster(ctx, e, bs, bridge.TokenConfig{}, 0)
 		if err != nil {
 			return rep, err
 		}
@@ -169,7 +176,7 @@ func exchangeRows(ctx context.Context, stderr io.Writer, cfg config, e *env, fir
 		for i, c := range cs.returning {
 			forms[i] = exchangeForm(c.Token)
 			e.users = append(e.users, e.userID(c.Subject))
-			st, body, err := post(ctx, hc, inst.url, forms[i])
+			st, body, err := post(ctx, hc, inst.url(i), forms[i])
 			if err := expectOK(st, body, err); err != nil {
 				return rep, fmt.Errorf("first exchange of %s: %w", c.ID, err)
 			}
@@ -199,24 +206,26 @@ func exchangeRows(ctx context.Context, stderr io.Writer, cfg config, e *env, fir
 			return expectOK(post(ctx, hc, noopURL+"/oauth/token", forms[w%len(forms)]))
 		})
 		stopNoop()
-		br.noop = &loadRow{name: "no-op handler, same server stack and form POST (reference)", res: res, perOp: -1, writes: -1}
+		br.noop = &loadRow{name: "no-op handler, same server stack and form POST (reference)", res: res, perOp: -1, writes: -1, calls: -1}
 		refNoop = br.noop
 
-		reuse := func(in *instance) func(ctx context.Context, w, _ int) error {
-			return func(ctx context.Context, w, _ int) error {
-				return expectOK(post(ctx, hc, in.url, forms[w%len(forms)]))
+		// Request i goes to replica i mod n: on two replicas every
+		// client is answered by both in turn.
+		reuse := func(cl *cluster) func(ctx context.Context, w, i int) error {
+			return func(ctx context.Context, w, i int) error {
+				return expectOK(post(ctx, hc, cl.url(i), forms[w%len(forms)]))
 			}
 		}
 		br.returning = exchangeRow("(a) returning client, live token reused", stateName, inst, reuse(inst), cfg.maxRequests)
 
-		instNoCache, err := newInstance(ctx, e, bs, bridge.TokenConfig{}, -1)
+		instNoCache, err := newCluster(ctx, e, bs, bridge.TokenConfig{}, -1)
 		if err != nil {
 			return rep, err
 		}
 		defer instNoCache.stop()
 		br.returningNoCache = exchangeRow("(a') returning client, verified-token cache off", stateName, instNoCache, reuse(instNoCache), cfg.maxRequests)
 		if bi == 0 {
-			microOn, microOff = inst, instNoCache
+			microOn, microOff = inst.insts[0], instNoCache.insts[0]
 		}
 
 		// (b) new clients, each exchanged once.
@@ -227,7 +236,7 @@ func exchangeRows(ctx context.Context, stderr io.Writer, cfg config, e *env, fir
 		started := make([]bool, len(cs.pool))
 		br.newClient = exchangeRow("(b) new client (one exchange each)", stateName, inst, func(ctx context.Context, _, i int) error {
 			started[i] = true
-			return expectOK(post(ctx, hc, inst.url, newForms[i]))
+			return expectOK(post(ctx, hc, inst.url(i), newForms[i]))
 		}, len(cs.pool))
 		for i, s := range started {
 			if s {
@@ -238,7 +247,7 @@ func exchangeRows(ctx context.Context, stderr io.Writer, cfg config, e *env, fir
 			br.newClient.res.ok+br.newClient.res.failed, len(cs.pool), br.newClient.note)
 
 		// (c) rotation at every exchange: ttl 1h, rotate_before 1h - 1ms.
-		instRot, err := newInstance(ctx, e, bs, bridge.TokenConfig{TTL: bridge.Duration(time.Hour),
+		instRot, err := newCluster(ctx, e, bs, bridge.TokenConfig{TTL: bridge.Duration(time.Hour),
 			RotateBefore: bridge.Duration(time.Hour - time.Millisecond)}, 0)
 		if err != nil {
 			return rep, err
@@ -246,8 +255,8 @@ func exchangeRows(ctx context.Context, stderr io.Writer, cfg config, e *env, fir
 		defer instRot.stop()
 		rotForms := make([]string, len(cs.rotating))
 		last := make([]string, len(cs.rotating))
-		exchangeToken := func(ctx context.Context, form string) (string, error) {
-			st, body, err := post(ctx, hc, instRot.url, form)
+		exchangeToken := func(ctx context.Context, i int, form string) (string, error) {
+			st, body, err := post(ctx, hc, instRot.url(i), form)
 			if err := expectOK(st, body, err); err != nil {
 				return "", err
 			}
@@ -260,12 +269,12 @@ func exchangeRows(ctx context.Context, stderr io.Writer, cfg config, e *env, fir
 		for i, c := range cs.rotating {
 			rotForms[i] = exchangeForm(c.Token)
 			e.users = append(e.users, e.userID(c.Subject))
-			if last[i], err = exchangeToken(ctx, rotForms[i]); err != nil {
+			if last[i], err = exchangeToken(ctx, i, rotForms[i]); err != nil {
 				return rep, fmt.Errorf("first exchange of %s: %w", c.ID, err)
 			}
 		}
-		br.rotation = exchangeRow("(c) rotation at every exchange", stateName, instRot, func(ctx context.Context, w, _ int) error {
-			tok, err := exchangeToken(ctx, rotForms[w])
+		br.rotation = exchangeRow("(c) rotation at every exchange", stateName, instRot, func(ctx context.Context, w, i int) error {
+			tok, err := exchangeToken(ctx, i, rotForms[w])
 			if err != nil {
 				return err
 			}
@@ -299,7 +308,7 @@ func exchangeRows(ctx context.Context, stderr io.Writer, cfg config, e *env, fir
 		return nil
 	})
 	res.directus = dhc.Transport.(*counter).reqs.Load()
-	rep.usersMe = &loadRow{name: "Directus GET /users/me, static token (reference)", res: res, perOp: res.perOp(res.directus), writes: -1, ref: refNoop}
+	rep.usersMe = &loadRow{name: "Directus GET /users/me, static token (reference)", res: res, perOp: res.perOp(res.directus), writes: -1, calls: -1, ref: refNoop}
 
 	if first {
 		if err := rep.microBenchmarks(ctx, stderr, cfg, e, idp, microOn, microOff); err != nil {
@@ -397,8 +406,8 @@ func (r *exchangeReport) print(w io.Writer, cfg config) {
 		return
 	}
 	fmt.Fprintf(w, "\n### Exchanges (%d concurrent clients, %s per row)\n\n", cfg.concurrency, cfg.duration)
-	fmt.Fprintln(w, "| row | state | requests | per second | p50 | p99 | Directus requests each | state writes each | throughput vs no-op | CPU per request (this process) |")
-	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| row | state | requests | per second | p50 | p99 | Directus requests each | state writes each | state calls each | throughput vs no-op | CPU per request (this process) |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, row := range r.rows() {
 		res := row.res
 		per := "-"
@@ -413,9 +422,12 @@ func (r *exchangeReport) print(w io.Writer, cfg config) {
 				ratio = fmt.Sprintf("%.4f×", x)
 			}
 		}
-		writes := "-"
+		writes, calls := "-", "-"
 		if row.writes >= 0 {
 			writes = fmt.Sprintf("%.2f", row.writes)
+		}
+		if row.calls >= 0 {
+			calls = fmt.Sprintf("%.2f", row.calls)
 		}
 		state := "-"
 		if row.state != "" {
@@ -425,8 +437,8 @@ func (r *exchangeReport) print(w io.Writer, cfg config) {
 		if res.ok > 0 {
 			cpu = fmt.Sprintf("%d µs", res.cpu.Microseconds()/int64(res.ok+res.failed))
 		}
-		fmt.Fprintf(w, "| %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %s |\n",
-			row.name, state, res.ok, res.rate(), ms(res.pct(0.50)), ms(res.pct(0.99)), per, writes, ratio, cpu)
+		fmt.Fprintf(w, "| %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s |\n",
+			row.name, state, res.ok, res.rate(), ms(res.pct(0.50)), ms(res.pct(0.99)), per, writes, calls, ratio, cpu)
 	}
 	for _, row := range r.rows() {
 		name := row.name
@@ -495,6 +507,10 @@ func (r *exchangeReport) verdicts() []verdict {
 				got: fmt.Sprintf("%.3f per exchange (%d over %d exchanges)", ret.perOp, ret.res.directus, ret.res.ok)},
 			verdict{ok: ret.writes == 0 && ret.res.ok > 0, what: "returning client" + on + ": 0 state writes",
 				got: fmt.Sprintf("%.3f per exchange", ret.writes)},
+			// On a shared state: the fast path answers from memory while
+			// the change feed is coherent, without a database round trip.
+			verdict{ok: ret.calls == 0 && ret.res.ok > 0, what: "returning client" + on + ": 0 state calls (no database round trip)",
+				got: fmt.Sprintf("%.3f per exchange", ret.calls)},
 			verdict{ok: ret.res.rate() >= noop/2, what: "returning client" + on + ": at least 0.5× the no-op throughput",
 				got:  fmt.Sprintf("%.0f/s = %.2f× of %.0f/s", ret.res.rate(), ret.res.rate()/noop, noop),
 				miss: fmt.Sprintf("%.0f/s short of %.0f/s", noop/2-ret.res.rate(), noop/2)},

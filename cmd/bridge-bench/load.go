@@ -86,19 +86,61 @@ type instance struct {
 	ex       *bridge.Exchanger
 	url      string
 	stop     func()
-	directus *counter    // the bridge's requests to Directus
-	state    *benchState // its state, whose writes are counted
+	directus *counter // the bridge's requests to Directus
+}
+
+// cluster is what one row drives: an instance on each Store of a state
+// (one, or one per replica), each behind its own server; the load is
+// spread over them by the request's index.
+type cluster struct {
+	insts []*instance
+	state *benchState // whose calls are counted
+}
+
+// newCluster starts an instance on each Store of bs.
+func newCluster(ctx context.Context, env *env, bs *benchState, tokens bridge.TokenConfig, cacheSize int) (*cluster, error) {
+	cl := &cluster{state: bs}
+	for _, store := range bs.stores {
+		in, err := newInstance(ctx, env, store, tokens, cacheSize)
+		if err != nil {
+			cl.stop()
+			return nil, err
+		}
+		cl.insts = append(cl.insts, in)
+	}
+	return cl, nil
+}
+
+// url is the token endpoint that request i goes to.
+func (c *cluster) url(i int) string { return c.insts[i%len(c.insts)].url }
+
+func (c *cluster) stop() {
+	for _, in := range c.insts {
+		in.stop()
+	}
+}
+
+// directus sums the Directus transports' counters of every instance.
+func (c *cluster) directus() (reqs, busy, dials int64) {
+	for _, in := range c.insts {
+		reqs += in.directus.reqs.Load()
+		busy += in.directus.busy.Load()
+		dials += in.directus.dials.Load()
+	}
+	return reqs, busy, dials
 }
 
 // newInstance wires an Exchanger as cmd/directus-bridge serve does: JSON
-// logs at info level (to io.Discard), Prometheus metrics, the store of bs,
-// rate limits on but out of reach (the defaults, 100/s per address and
-// 20/s per client, would cap a benchmark from one address). The Directus
-// transport keeps env.idleConns idle connections (by default GOMAXPROCS+1,
-// resty's default, which is what the bridge runs with).
-func newInstance(ctx context.Context, env *env, bs *benchState, tokens bridge.TokenConfig, cacheSize int) (*instance, error) {
+// logs at info level (to io.Discard), Prometheus metrics, store, rate
+// limits on but out of reach (the defaults, 100/s per address and 20/s per
+// client, would cap a benchmark from one address). The Directus transport
+// keeps env.idleConns idle connections (by default GOMAXPROCS+1, resty's
+// default, which is what the bridge runs with). On a shared state it runs
+// no jobs lease, as the rows run no revoker on any backend: the jobs would
+// only add work that no row measures.
+func newInstance(ctx context.Context, env *env, store *bridge.Store, tokens bridge.TokenConfig, cacheSize int) (*instance, error) {
 	cnt := newCounter(env.idleConns)
-	metrics := bridge.NewMetrics(prometheus.NewRegistry(), bs.store, time.Now)
+	metrics := bridge.NewMetrics(prometheus.NewRegistry(), store, time.Now)
 	dc, err := directus.New(env.d.URL, env.d.AdminToken, directus.Options{Transport: cnt, Observe: metrics.ObserveDirectus})
 	if err != nil {
 		return nil, err
@@ -107,7 +149,7 @@ func newInstance(ctx context.Context, env *env, bs *benchState, tokens bridge.To
 	unlimited := bridge.RateLimit{Rate: 1e9, Burst: 1e9}
 	ex, err := bridge.NewExchanger(bridge.Options{
 		Issuers: env.issuers, Tokens: tokens, Users: bridge.UserConfig{Namespace: env.ns.String()},
-		Directus: dc, Store: bs.store, Logger: log, VerifiedCacheSize: cacheSize, Metrics: metrics,
+		Directus: dc, Store: store, Logger: log, VerifiedCacheSize: cacheSize, Metrics: metrics,
 		Limits: bridge.LimitsConfig{PerIP: unlimited, PerClient: unlimited},
 	})
 	if err != nil {
@@ -126,7 +168,7 @@ func newInstance(ctx context.Context, env *env, bs *benchState, tokens bridge.To
 	if err != nil {
 		return nil, err
 	}
-	return &instance{ex: ex, url: u + "/oauth/token", stop: stop, directus: cnt, state: bs}, nil
+	return &instance{ex: ex, url: u + "/oauth/token", stop: stop, directus: cnt}, nil
 }
 
 func exchangeForm(subject string) string {

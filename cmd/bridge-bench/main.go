@@ -6,8 +6,9 @@
 // client from -concurrency goroutines, and prints one table: exchanges/s,
 // p50 and p99 latency, the Directus requests per exchange, counted by an
 // http.RoundTripper given to the bridge as directus.Options.Transport, and
-// the state writes per exchange, counted by a decorator of the
-// state.Backend, for
+// the state writes and all state calls per exchange, counted by a
+// decorator of the state.Backend (of the state.Shared on a shared state:
+// Lock, Read, Write and the rest), for
 //
 //   - returning clients whose live token is reused (verified-token cache on
 //     and off),
@@ -19,7 +20,12 @@
 // stack.json has postgres.dsn), each from a fresh state: a new bbolt file,
 // or a new schema in the stack's state database (CREATE SCHEMA, reached
 // through search_path in the DSN, dropped at the end), with IdP clients of
-// its own; next to three reference rows measured in the same run: a no-op
+// its own. postgres-shared is the state of replicas (pgstate.OpenShared,
+// bridge.NewSharedStore) with one replica; postgres-shared2 is two
+// replicas in this process, each its own OpenShared of one schema, Store,
+// Exchanger and server, request i of a row going to replica i mod 2 (so a
+// returning client is answered by both in turn). The rows run next to
+// three reference rows measured in the same run: a no-op
 // handler in the same server stack answering the same form POST (measured
 // again just before each backend's rows, and each row's throughput is
 // compared with the latest), one bare
@@ -135,7 +141,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		"idle keep-alive connections per host of the bridge's Directus transport (default: resty's, as in production)")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (this process) to `file`")
 	fs.IntVar(&cfg.rounds, "verify-rounds", 3, "rounds of the verification micro-benchmarks (the fastest counts)")
-	fs.StringVar(&cfg.stateFlag, "state", "", "comma-separated state `backends` the in-process exchange rows run on, each from a fresh state: bbolt, postgres "+
+	fs.StringVar(&cfg.stateFlag, "state", "", "comma-separated state `backends` the in-process exchange rows run on, each from a fresh state: bbolt, postgres, "+
+		"postgres-shared (one replica of a shared state), postgres-shared2 (two replicas of one shared state, the load spread over both) "+
 		"(default bbolt,postgres when stack.json has postgres.dsn, else bbolt)")
 	fs.BoolVar(&cfg.inProcess, "inprocess", true, "run the in-process exchange rows and the verification micro-benchmarks")
 	fs.BoolVar(&cfg.binaryRows, "binary", true, "run the real directus-bridge binary against a no-op server in its own process")
