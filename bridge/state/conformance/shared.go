@@ -40,6 +40,7 @@ func RunShared(t *testing.T, fresh func(t *testing.T) SharedOpener) {
 		{"ExpectAbsent", testExpectAbsent},
 		{"Conflict", testConflict},
 		{"DeleteWithVersion", testDeleteWithVersion},
+		{"VersionsNeverReused", testVersionsNeverReused},
 		{"ReadLeavesOutAbsent", testReadLeavesOutAbsent},
 		{"VisibleToOthers", testVisibleToOthers},
 		{"WriteBounds", testWriteBounds},
@@ -460,6 +461,62 @@ func testDeleteWithVersion(t *testing.T, open SharedOpener) {
 	// Once deleted, the key is absent: Expect 0 creates it again.
 	if n := write(t, a, put("a", "again", 0))[0]; n <= 0 {
 		t.Fatalf("version of a record created again: %d", n)
+	}
+}
+
+// testVersionsNeverReused: a key deleted and written again gets a version
+// above every one it had, also when another instance re-creates it. The
+// bridge's Store skips a read whose version equals the one in memory and
+// writes conditionally on it: a reused version would keep a replica's stale
+// content and let a stale conditional write through (a lost update).
+func testVersionsNeverReused(t *testing.T, open SharedOpener) {
+	bs := openShared(t, open, 2)
+	a, b := bs[0], bs[1]
+	v1 := write(t, a, put("k", "1", 0))[0]
+	v2 := write(t, a, put("k", "2", v1))[0]
+	if v2 <= v1 {
+		t.Fatalf("version of an update %d, want above the created one %d", v2, v1)
+	}
+	write(t, a, state.Write{Key: "k", Delete: true, Expect: v2})
+	v3 := write(t, a, put("k", "3", 0))[0]
+	if v3 <= v2 {
+		t.Fatalf("versions of k: created %d, updated %d, deleted, created again %d: want the last above every earlier one", v1, v2, v3)
+	}
+	for _, old := range []int64{v1, v2} {
+		_, err := b.Write(ctx(t), []state.Write{put("k", "stale", old)})
+		conflict(t, err, "k")
+		_, err = b.Write(ctx(t), []state.Write{{Key: "k", Delete: true, Expect: old}})
+		conflict(t, err, "k")
+	}
+	if r := read(t, b, "k")["k"]; r.Version != v3 || string(r.Value) != "3" {
+		t.Fatalf("after stale writes B reads %d %q, want %d %q", r.Version, r.Value, v3, "3")
+	}
+	// Across instances: A deletes, B creates again, then B updates, and
+	// deletes and creates once more.
+	write(t, a, state.Write{Key: "k", Delete: true, Expect: v3})
+	v4 := write(t, b, put("k", "4", 0))[0]
+	v5 := write(t, b, put("k", "5", v4))[0]
+	write(t, b, state.Write{Key: "k", Delete: true, Expect: v5})
+	v6 := write(t, a, put("k", "6", 0))[0]
+	all := []int64{v1, v2, v3, v4, v5, v6}
+	if !slices.IsSorted(all) || len(slices.Compact(slices.Clone(all))) != len(all) {
+		t.Fatalf("versions of k through deletes and re-creations by two instances: %v, want strictly rising", all)
+	}
+	for _, old := range all[:len(all)-1] {
+		_, err := a.Write(ctx(t), []state.Write{put("k", "stale", old)})
+		conflict(t, err, "k")
+	}
+	// Put (unconditional) after a re-creation raises past the old ones too.
+	write(t, b, state.Write{Key: "k", Delete: true, Expect: v6})
+	if err := a.Put(ctx(t), []state.Entry{{Key: "k", Value: []byte("put")}}); err != nil {
+		t.Fatal(err)
+	}
+	r := read(t, b, "k")["k"]
+	if r.Version <= v6 || string(r.Value) != "put" {
+		t.Fatalf("a key put after its deletion reads %d %q, want a version above %d, and \"put\"", r.Version, r.Value, v6)
+	}
+	if n := write(t, b, put("k", "last", r.Version))[0]; n <= r.Version {
+		t.Fatalf("version of a write after Put %d, want above %d", n, r.Version)
 	}
 }
 

@@ -45,8 +45,11 @@
 // with its sessions. A wait that its context ends leaves nothing held:
 // the connection's locks are all released, or the connection closed.
 //
-// Versions. Every record has a version, 1 when written new and raised by
-// every write of either mode (Put, and Write's updates); Write applies its
+// Versions. Every record has a version, a new one with every write of
+// either mode (Put, and Write's inserts and updates), taken from one
+// sequence of the schema (directus_bridge_record_versions): never reused,
+// so a record deleted and written again never matches a version it had
+// before, which a replica may hold in memory. Write applies its
 // writes in one transaction with conditional statements (an update or
 // delete matches the expected version, an insert finds the key absent),
 // and rolls back with a *state.ConflictError naming every key that did not

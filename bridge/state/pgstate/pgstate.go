@@ -336,8 +336,8 @@ func checkAll(es []state.Entry) error {
 	return nil
 }
 
-// putTx writes es (checked) in tx, each written key's version one above
-// what it was (1 for a new key), and returns the keys written, each once.
+// putTx writes es (checked) in tx, each written key with a new version of
+// the sequence, and returns the keys written, each once.
 func putTx(ctx context.Context, tx pgx.Tx, es []state.Entry) ([]string, error) {
 	// One statement may not change a row twice: keep each key's last entry.
 	last := make(map[string]int, len(es))
@@ -350,9 +350,9 @@ func putTx(ctx context.Context, tx pgx.Tx, es []state.Entry) ([]string, error) {
 		if len(keys) == 0 {
 			return nil
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO `+recordsTable+` (key, value, updated_at)
-			SELECT k, v, now() FROM unnest($1::text[], $2::bytea[]) AS e(k, v)
-			ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at, version = `+recordsTable+`.version + 1`, keys, values)
+		_, err := tx.Exec(ctx, `INSERT INTO `+recordsTable+` (key, value, version, updated_at)
+			SELECT k, v, `+nextVersion+`, now() FROM unnest($1::text[], $2::bytea[]) AS e(k, v)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at, version = `+nextVersion, keys, values)
 		keys, values, size = keys[:0], values[:0], 0
 		if err != nil {
 			return fmt.Errorf("pgstate: put: %w", err)

@@ -106,6 +106,10 @@ func TestPGMigrate(t *testing.T) {
 		if fmt.Sprint(vs) != fmt.Sprint([]int{1, 2}) || SchemaVersion != 2 {
 			t.Fatalf("versions after the first open: %v, want [1 2]", vs)
 		}
+		// The versions' sequence is the state's own, in its schema.
+		if got := mustQuery(t, dsn, `SELECT coalesce(to_regclass(quote_ident(current_schema()) || '.`+versionSeq+`')::text, 'none')`); got != versionSeq {
+			t.Fatalf("the versions' sequence in the state's schema: %s, want %s", got, versionSeq)
+		}
 		b = mustOpen(t, dsn)
 		vs2, at2 := versions(t, dsn)
 		if fmt.Sprint(vs2) != fmt.Sprint(vs) || !at2[0].Equal(at[0]) || !at2[1].Equal(at[1]) {

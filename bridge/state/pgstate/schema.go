@@ -14,7 +14,14 @@ const (
 	metaTable    = "directus_bridge_meta"
 	holderTable  = "directus_bridge_holder"
 	leasesTable  = "directus_bridge_leases"
+	// versionSeq hands out every record version, of both modes: never
+	// reused, so a record deleted and written again never matches a
+	// version it had before (which a replica holds in memory).
+	versionSeq = "directus_bridge_record_versions"
 )
+
+// nextVersion is the SQL of a new record version.
+const nextVersion = `nextval('` + versionSeq + `')`
 
 // migrations[i] brings the schema from version i to version i+1. Append
 // only: a released migration never changes.
@@ -37,11 +44,15 @@ var migrations = []string{
 		backend_pid integer NOT NULL DEFAULT pg_backend_pid()
 	);
 	INSERT INTO ` + holderTable + ` (generation) VALUES (0);`,
-	// v2: shared mode (OpenShared). Every record has a version, raised by
-	// every write of either mode; leases carry a fencing token; the holder
-	// row counts the exclusive opens, which a shared process compares after
-	// a reconnection to see whether an exclusive one held the state since.
-	`ALTER TABLE ` + recordsTable + ` ADD COLUMN version bigint NOT NULL DEFAULT 1;
+	// v2: shared mode (OpenShared). Every record has a version, taken from
+	// one sequence by every write of either mode (the records of v1 each
+	// get their own as the column is added: its default is volatile);
+	// leases carry a fencing token; the holder row counts the exclusive
+	// opens, which a shared process compares after a reconnection to see
+	// whether an exclusive one held the state since.
+	`CREATE SEQUENCE ` + versionSeq + `;
+	ALTER TABLE ` + recordsTable + ` ADD COLUMN version bigint NOT NULL DEFAULT ` + nextVersion + `;
+	ALTER SEQUENCE ` + versionSeq + ` OWNED BY ` + recordsTable + `.version;
 	CREATE TABLE ` + leasesTable + ` (
 		name text PRIMARY KEY,
 		holder text NOT NULL,

@@ -547,13 +547,13 @@ func (s *Shared) Write(ctx context.Context, ws []state.Write) ([]int64, error) {
 		}
 		if len(ins.keys) > 0 {
 			if err := collect(`INSERT INTO `+recordsTable+` (key, value, version, updated_at)
-				SELECT k, v, 1, now() FROM unnest($1::text[], $2::bytea[]) AS e(k, v)
+				SELECT k, v, `+nextVersion+`, now() FROM unnest($1::text[], $2::bytea[]) AS e(k, v)
 				ON CONFLICT (key) DO NOTHING RETURNING key, version`, ins.keys, ins.values); err != nil {
 				return err
 			}
 		}
 		if len(upd.keys) > 0 {
-			if err := collect(`UPDATE `+recordsTable+` r SET value = e.v, version = r.version + 1, updated_at = now()
+			if err := collect(`UPDATE `+recordsTable+` r SET value = e.v, version = `+nextVersion+`, updated_at = now()
 				FROM unnest($1::text[], $2::bytea[], $3::bigint[]) AS e(k, v, x)
 				WHERE r.key = e.k AND r.version = e.x RETURNING r.key, r.version`, upd.keys, upd.values, upd.expect); err != nil {
 				return err

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -238,34 +239,38 @@ func TestSharedWrite(t *testing.T) {
 	dsn := s.Fresh(t)
 	a, b := mustShared(t, dsn), mustShared(t, dsn)
 
+	// Versions are the sequence's: above 0, distinct, each write's above
+	// every earlier one of its key. Exact numbers are the sequence's own.
 	got := write(t, a, state.Write{Key: "a", Value: []byte("a1")}, state.Write{Key: "b", Value: []byte("b1")}, state.Write{Key: "p1", Value: []byte("p")})
-	if fmt.Sprint(got) != "[1 1 1]" {
-		t.Fatalf("versions of new keys: %v", got)
+	if len(got) != 3 || got[0] <= 0 || got[1] <= 0 || got[2] <= 0 || got[0] == got[1] || got[1] == got[2] || got[0] == got[2] {
+		t.Fatalf("versions of new keys: %v, want three distinct above 0", got)
 	}
-	got = write(t, b, state.Write{Key: "a", Value: []byte("a2"), Expect: 1})
-	if fmt.Sprint(got) != "[2]" {
-		t.Fatalf("version of an update: %v", got)
+	a1, b1, p1 := got[0], got[1], got[2]
+	got = write(t, b, state.Write{Key: "a", Value: []byte("a2"), Expect: a1})
+	a2 := got[0]
+	if len(got) != 1 || a2 <= a1 || a2 == b1 || a2 == p1 {
+		t.Fatalf("version of an update: %v, want one above %d, and none of the others' (%d %d)", got, a1, b1, p1)
 	}
-	if v, n := read(t, a, "a"); v != "a2" || n != 2 {
-		t.Fatalf("a reads %q %d", v, n)
+	if v, n := read(t, a, "a"); v != "a2" || n != a2 {
+		t.Fatalf("a reads %q %d, want a2 %d", v, n, a2)
 	}
 
 	// A key given twice is refused.
-	_, err := a.Write(t.Context(), []state.Write{{Key: "a", Value: []byte("x"), Expect: 2}, {Key: "a", Delete: true, Expect: 2}})
+	_, err := a.Write(t.Context(), []state.Write{{Key: "a", Value: []byte("x"), Expect: a2}, {Key: "a", Delete: true, Expect: a2}})
 	if err == nil || !strings.Contains(err.Error(), "given twice") {
 		t.Fatalf("a key given twice: %v, want a refusal", err)
 	}
 
 	// A conflict names every mismatched key, in order, and writes nothing.
 	_, err = a.Write(t.Context(), []state.Write{
-		{Key: "a", Value: []byte("a3"), Expect: 2}, // right
-		{Key: "b", Value: []byte("b2"), Expect: 5}, // wrong
-		{Key: "c", Value: []byte("c1")},            // right: absent
-		{Key: "d", Delete: true, Expect: 3},        // wrong: absent
-		{Key: "e", Value: []byte("x"), Expect: 1},  // wrong: absent
-		{Key: "gone", Delete: true},                // right: absent
-		{Key: "p1", Value: []byte("x"), Expect: 0}, // wrong: present
-		{Key: "a-gone", Delete: true, Expect: 0},   // right: absent
+		{Key: "a", Value: []byte("a3"), Expect: a2},     // right
+		{Key: "b", Value: []byte("b2"), Expect: b1 + 1}, // wrong
+		{Key: "c", Value: []byte("c1")},                 // right: absent
+		{Key: "d", Delete: true, Expect: 3},             // wrong: absent
+		{Key: "e", Value: []byte("x"), Expect: 1},       // wrong: absent
+		{Key: "gone", Delete: true},                     // right: absent
+		{Key: "p1", Value: []byte("x"), Expect: 0},      // wrong: present
+		{Key: "a-gone", Delete: true, Expect: 0},        // right: absent
 	})
 	var ce *state.ConflictError
 	if !errors.As(err, &ce) || !errors.Is(err, state.ErrConflict) {
@@ -274,7 +279,7 @@ func TestSharedWrite(t *testing.T) {
 	if fmt.Sprint(ce.Keys) != "[b d e p1]" {
 		t.Fatalf("conflicting keys %v, want [b d e p1]", ce.Keys)
 	}
-	for k, want := range map[string]string{"a": "a2 2", "b": "b1 1", "c": " 0", "e": " 0", "p1": "p 1"} {
+	for k, want := range map[string]string{"a": fmt.Sprint("a2 ", a2), "b": fmt.Sprint("b1 ", b1), "c": " 0", "e": " 0", "p1": fmt.Sprint("p ", p1)} {
 		if v, n := read(t, b, k); fmt.Sprint(v, " ", n) != want {
 			t.Fatalf("after the refused write, %s is %q %d, want %s", k, v, n, want)
 		}
@@ -282,14 +287,15 @@ func TestSharedWrite(t *testing.T) {
 
 	// Without the wrong ones it applies, with the new versions in order.
 	got = write(t, a,
-		state.Write{Key: "a", Value: []byte("a3"), Expect: 2},
-		state.Write{Key: "b", Delete: true, Expect: 1},
+		state.Write{Key: "a", Value: []byte("a3"), Expect: a2},
+		state.Write{Key: "b", Delete: true, Expect: b1},
 		state.Write{Key: "c", Value: []byte("c1")},
 		state.Write{Key: "gone", Delete: true},
 	)
-	if fmt.Sprint(got) != "[3 0 1 0]" {
-		t.Fatalf("versions: %v, want [3 0 1 0]", got)
+	if len(got) != 4 || got[0] <= a2 || got[1] != 0 || got[2] <= 0 || got[2] == got[0] || slices.Contains([]int64{a1, a2, b1, p1}, got[2]) || got[3] != 0 {
+		t.Fatalf("versions: %v, want [>%d 0 new 0]", got, a2)
 	}
+	a3, c1 := got[0], got[2]
 	vs, err := b.Read(t.Context(), []string{"a", "b", "c", "gone"})
 	if err != nil {
 		t.Fatal(err)
@@ -299,27 +305,32 @@ func TestSharedWrite(t *testing.T) {
 	for _, v := range vs {
 		rs = append(rs, fmt.Sprintf("%s=%s@%d", v.Key, v.Value, v.Version))
 	}
-	if fmt.Sprint(rs) != "[a=a3@3 c=c1@1]" {
-		t.Fatalf("records: %v, want [a=a3@3 c=c1@1]", rs)
+	if want := fmt.Sprintf("[a=a3@%d c=c1@%d]", a3, c1); fmt.Sprint(rs) != want {
+		t.Fatalf("records: %v, want %s", rs, want)
 	}
 	// A deleted key is absent: writing it again needs Expect 0, and its
-	// versions start again at 1.
-	if _, err := a.Write(t.Context(), []state.Write{{Key: "b", Value: []byte("x"), Expect: 1}}); !errors.Is(err, state.ErrConflict) {
+	// new version is above every one it had (the sequence never goes
+	// back), so a write expecting an old one conflicts.
+	if _, err := a.Write(t.Context(), []state.Write{{Key: "b", Value: []byte("x"), Expect: b1}}); !errors.Is(err, state.ErrConflict) {
 		t.Fatalf("update of a deleted key: %v, want a conflict", err)
 	}
-	if got := write(t, a, state.Write{Key: "b", Value: []byte("b-again")}); got[0] != 1 {
-		t.Fatalf("version of a re-created key: %v", got)
+	b2 := write(t, a, state.Write{Key: "b", Value: []byte("b-again")})[0]
+	if b2 <= b1 {
+		t.Fatalf("version of a re-created key: %d, want above its old %d", b2, b1)
+	}
+	if _, err := b.Write(t.Context(), []state.Write{{Key: "b", Value: []byte("stale"), Expect: b1}}); !errors.Is(err, state.ErrConflict) {
+		t.Fatalf("a write expecting the version of a deleted record, after its re-creation: %v, want a conflict", err)
 	}
 
 	// Put is unconditional and raises the versions too.
 	if err := b.Put(t.Context(), []state.Entry{{Key: "a", Value: []byte("put")}, {Key: "n", Value: []byte("new")}}); err != nil {
 		t.Fatal(err)
 	}
-	if v, n := read(t, a, "a"); v != "put" || n != 4 {
-		t.Fatalf("a after a put: %q %d, want put 4", v, n)
+	if v, n := read(t, a, "a"); v != "put" || n <= a3 {
+		t.Fatalf("a after a put: %q %d, want put above %d", v, n, a3)
 	}
-	if _, n := read(t, a, "n"); n != 1 {
-		t.Fatalf("a new key put: version %d", n)
+	if _, n := read(t, a, "n"); n <= b2 {
+		t.Fatalf("a new key put: version %d, want above the latest (%d)", n, b2)
 	}
 	// Bounds as every Backend's.
 	if _, err := a.Write(t.Context(), []state.Write{{Key: ""}}); !errors.Is(err, state.ErrTooLarge) {
@@ -340,8 +351,11 @@ func TestSharedWriteRace(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
 	const each = 20
+	var mu sync.Mutex
+	var all []int64 // the versions of the successful writes
 	for _, inst := range []*Shared{a, b} {
 		wg.Go(func() {
+			var last int64
 			for done := 0; done < each; {
 				vs, err := inst.Read(t.Context(), []string{"n"})
 				if err != nil {
@@ -353,7 +367,7 @@ func TestSharedWriteRace(t *testing.T) {
 					fmt.Sscan(string(vs[0].Value), &n)
 					ver = vs[0].Version
 				}
-				_, err = inst.Write(t.Context(), []state.Write{{Key: "n", Value: fmt.Append(nil, n+1), Expect: ver}})
+				got, err := inst.Write(t.Context(), []state.Write{{Key: "n", Value: fmt.Append(nil, n+1), Expect: ver}})
 				if errors.Is(err, state.ErrConflict) {
 					continue
 				}
@@ -361,6 +375,16 @@ func TestSharedWriteRace(t *testing.T) {
 					errs <- err
 					return
 				}
+				// Each write of the key is above what it read, and above
+				// this instance's previous one.
+				if got[0] <= ver || got[0] <= last {
+					errs <- fmt.Errorf("write on version %d returned %d, after this instance's %d", ver, got[0], last)
+					return
+				}
+				last = got[0]
+				mu.Lock()
+				all = append(all, got[0])
+				mu.Unlock()
 				done++
 			}
 		})
@@ -370,8 +394,14 @@ func TestSharedWriteRace(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if v, n := read(t, a, "n"); v != fmt.Sprint(2*each) || n != 2*each {
-		t.Fatalf("counter %q at version %d, want %d", v, n, 2*each)
+	// Every successful write counted, each with its own version, the
+	// record at the latest.
+	slices.Sort(all)
+	if len(all) != 2*each || len(slices.Compact(slices.Clone(all))) != len(all) {
+		t.Fatalf("versions of the successful writes %v, want %d distinct", all, 2*each)
+	}
+	if v, n := read(t, a, "n"); v != fmt.Sprint(2*each) || n != all[len(all)-1] {
+		t.Fatalf("counter %q at version %d, want %d at %d", v, n, 2*each, all[len(all)-1])
 	}
 }
 
@@ -598,18 +628,44 @@ func TestSharedAndExclusiveExclude(t *testing.T) {
 	})
 	t.Run("VersionsAcrossModes", func(t *testing.T) {
 		dsn := s.Fresh(t)
+		// The exclusive mode's puts and deletes take versions from the
+		// same sequence: each put raises the record's, a record deleted
+		// and put again is above its old ones, and a shared write after
+		// the exclusive one closed is above them all.
 		e := mustOpen(t, dsn)
-		for range 3 {
+		var seen []int64
+		for i := range 4 {
+			if i == 2 {
+				if err := e.Delete(t.Context(), "a"); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if err := put(t, e, "a"); err != nil {
 				t.Fatal(err)
 			}
+			n, err := strconv.ParseInt(mustQuery(t, dsn, `SELECT version::text FROM `+recordsTable+` WHERE key = 'a'`), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen = append(seen, n)
+		}
+		if seen[0] <= 0 || !slices.IsSorted(seen) || len(slices.Compact(slices.Clone(seen))) != len(seen) {
+			t.Fatalf("versions after each exclusive put (a delete before the third): %v, want strictly rising above 0", seen)
 		}
 		e.Close()
 		sh := mustShared(t, dsn)
-		if v, n := read(t, sh, "a"); v != "v-a" || n != 3 {
-			t.Fatalf("after three exclusive puts: %q %d, want v-a 3", v, n)
+		last := seen[len(seen)-1]
+		if v, n := read(t, sh, "a"); v != "v-a" || n != last {
+			t.Fatalf("after the exclusive puts: %q %d, want v-a %d", v, n, last)
 		}
-		write(t, sh, state.Write{Key: "a", Value: []byte("w"), Expect: 3})
+		for _, old := range seen[:len(seen)-1] {
+			if _, err := sh.Write(t.Context(), []state.Write{{Key: "a", Value: []byte("stale"), Expect: old}}); !errors.Is(err, state.ErrConflict) {
+				t.Fatalf("a shared write expecting the old version %d: %v, want a conflict", old, err)
+			}
+		}
+		if n := write(t, sh, state.Write{Key: "a", Value: []byte("w"), Expect: last})[0]; n <= last {
+			t.Fatalf("a shared write after the exclusive ones: version %d, want above %d", n, last)
+		}
 	})
 	t.Run("ExclusiveWhileListenerDown", func(t *testing.T) {
 		// An exclusive process opens in the moment the shared one's
@@ -737,8 +793,17 @@ func TestSharedMigrateFromV1(t *testing.T) {
 		t.Fatal(err)
 	}
 	slices.SortFunc(vs, func(x, y state.Versioned) int { return strings.Compare(x.Key, y.Key) })
-	if len(vs) != 2 || string(vs[0].Value) != "one" || vs[0].Version != 1 || len(vs[1].Value) != 0 || vs[1].Value == nil || vs[1].Version != 1 {
-		t.Fatalf("records after the migration: %+v", vs)
+	// The records of v1 each get a version of their own from the sequence,
+	// and the writes after are above them.
+	if len(vs) != 2 || string(vs[0].Value) != "one" || vs[0].Version <= 0 || len(vs[1].Value) != 0 || vs[1].Value == nil || vs[1].Version <= 0 || vs[0].Version == vs[1].Version {
+		t.Fatalf("records after the migration: %+v, want distinct versions above 0", vs)
+	}
+	if _, err := b.Write(t.Context(), []state.Write{{Key: "u1", Value: []byte("x"), Expect: vs[1].Version}}); !errors.Is(err, state.ErrConflict) {
+		t.Fatalf("a write to u1 expecting u2's version: %v, want a conflict", err)
+	}
+	got := write(t, b, state.Write{Key: "u1", Value: []byte("two"), Expect: vs[0].Version}, state.Write{Key: "u3", Value: []byte("new")})
+	if top := max(vs[0].Version, vs[1].Version); got[0] <= top || got[1] <= top || got[0] == got[1] {
+		t.Fatalf("versions of writes after the migration: %v, want distinct, above the migrated ones (%d)", got, top)
 	}
 	if m, ok, err := b.Meta(t.Context(), "m"); err != nil || !ok || string(m) != "meta" {
 		t.Fatalf("meta after the migration: %q %v %v", m, ok, err)
