@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"sync"
@@ -48,10 +49,17 @@ type sharedState struct {
 	seq      uint64            // counts changes heard of (s.mu)
 	stale    map[string]uint64 // key -> seq of its latest change not read since (s.mu)
 	reset    uint64            // seq of a Reset not followed by a full read yet (s.mu)
-	kick     chan struct{}
-	stop     chan struct{}
-	done     chan struct{}
-	closing  sync.Once
+	// bad are the records this replica cannot decode (sealed with a key
+	// it does not have): never handed out from memory, refused under the
+	// lock, and not read again until another change (s.mu).
+	bad     map[string]bool
+	log     *slog.Logger
+	ctx     context.Context // ends with Close: bounds the refresher's reads
+	cancel  context.CancelFunc
+	kick    chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	closing sync.Once
 }
 
 // NewSharedStore is NewStore on a state several replicas share: it reads
@@ -66,8 +74,9 @@ func NewSharedStore(b state.Shared, maxStale time.Duration, keys ...[]byte) (*St
 	if err != nil {
 		return nil, err
 	}
-	sh := &sharedState{b: b, maxStale: maxStale, stale: map[string]uint64{},
-		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	sh := &sharedState{b: b, maxStale: maxStale, stale: map[string]uint64{}, bad: map[string]bool{},
+		log: slog.New(slog.DiscardHandler), kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	sh.ctx, sh.cancel = context.WithCancel(context.Background())
 	s.sh = sh
 	// Heard of before the records are read: no change falls in between.
 	b.OnChange(s.heard)
@@ -107,7 +116,7 @@ func (s *Store) Reusable(userID string) (Record, bool) {
 		return Record{}, false
 	}
 	if sh := s.sh; sh != nil {
-		if sh.reset != 0 || sh.stale[userID] != 0 || time.Since(sh.b.CoherentAt()) >= sh.maxStale {
+		if sh.reset != 0 || sh.stale[userID] != 0 || sh.bad[userID] || time.Since(sh.b.CoherentAt()) >= sh.maxStale {
 			return Record{}, false
 		}
 	}
@@ -121,6 +130,14 @@ func (s *Store) Coherent() bool {
 		return true
 	}
 	return time.Since(s.sh.b.CoherentAt()) < s.sh.maxStale
+}
+
+// SetLogger sets where a replica's Store reports what it cannot do
+// (records it cannot open, a change feed it cannot read).
+func (s *Store) SetLogger(l *slog.Logger) {
+	if s.sh != nil && l != nil {
+		s.sh.log = l
+	}
 }
 
 // Shared reports whether the Store is a replica on a shared state.
@@ -143,7 +160,11 @@ func (s *Store) Lock(ctx context.Context, ids ...string) (unlock func(), err err
 	if s.sh == nil {
 		return local, nil
 	}
-	remote, err := s.lockShared(ctx, ids)
+	// A database that does not answer fails the caller (503) within
+	// opTimeout, as every write does, instead of holding it.
+	lctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	remote, err := s.lockShared(lctx, ids)
 	if err != nil {
 		local()
 		return nil, s.failed(err)
@@ -197,12 +218,19 @@ func (s *Store) refresh(ctx context.Context, keys []string, unlocked bool) error
 	}
 	got := make(map[string]*Record, len(vs))
 	older := map[string]bool{}
+	bad := map[string]error{}
 	for _, v := range vs {
 		r, old, err := s.decode(v.Key, v.Value)
 		if err != nil {
-			return fmt.Errorf("state: read: record %s: %w", v.Key, err)
+			if !unlocked {
+				return fmt.Errorf("state: read: record %s: %w", v.Key, err)
+			}
+			// One record this replica cannot open (another replica seals
+			// with a key this one lacks) must not hold up the others.
+			bad[v.Key] = err
+			continue
 		}
-		r.ver = v.Version
+		r.ver, r.own = v.Version, v.Version
 		got[v.Key], older[v.Key] = r, old
 	}
 	if !unlocked {
@@ -212,7 +240,16 @@ func (s *Store) refresh(ctx context.Context, keys []string, unlocked bool) error
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, k := range keys {
-		s.apply(k, got[k], older[k])
+		if err, ok := bad[k]; ok {
+			if !s.sh.bad[k] {
+				s.sh.log.Error("state: a record of the shared state cannot be read by this replica; its client is refused here until it can "+
+					"(do all replicas have the same state keys?)", "user_id", k, "err", err)
+			}
+			s.sh.bad[k] = true
+		} else {
+			delete(s.sh.bad, k)
+			s.apply(k, got[k], older[k])
+		}
 		if s.sh.stale[k] <= seq {
 			delete(s.sh.stale, k)
 		}
@@ -306,6 +343,9 @@ func (s *Store) refresher() {
 				wait = 100 * time.Millisecond
 				break
 			}
+			if s.sh.ctx.Err() == nil {
+				s.sh.log.Warn("state: reading the other replicas' changes failed; their records are not handed out from memory until it works", "err", err)
+			}
 			// The database away: the records stay stale (no token from
 			// memory), and the refresher tries again.
 			select {
@@ -320,13 +360,13 @@ func (s *Store) refresher() {
 
 // refreshStale reads every stale record (everything after a Reset).
 func (s *Store) refreshStale() error {
-	ctx, cancel := opCtx()
+	ctx, cancel := context.WithTimeout(s.sh.ctx, opTimeout)
 	defer cancel()
 	s.mu.RLock()
 	reset := s.sh.reset != 0
 	s.mu.RUnlock()
 	if reset {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		ctx, cancel := context.WithTimeout(s.sh.ctx, 5*time.Minute)
 		defer cancel()
 		if err := s.readAll(ctx); err != nil {
 			return err
@@ -403,27 +443,44 @@ func (s *Store) markStale(keys []string) {
 	}
 }
 
-// writeShared writes rs conditionally (each at the version in memory) and
-// returns their new versions; s.wmu is held.
-func (s *Store) writeShared(ctx context.Context, rs []Record, es []state.Entry) ([]int64, error) {
+// writeShared writes rs conditionally and returns their new versions, and
+// the versions they descend from; s.wmu is held.
+//
+// A record is written on the version it was read at (a copy keeps its
+// version), unless it was read at a version this process's own writes have
+// replaced since without another replica's write in between (the write
+// ahead of an exchange, then its outcome, both from one read): then on the
+// version in memory. So a write from a record another replica has changed
+// since it was read conflicts, even when memory has heard of that change.
+func (s *Store) writeShared(ctx context.Context, rs []Record, es []state.Entry) (vers, bases []int64, err error) {
 	ws := make([]state.Write, len(es))
+	bases = make([]int64, len(es))
 	s.mu.RLock()
 	for i, e := range es {
 		ws[i] = state.Write{Key: e.Key, Value: e.Value}
-		if cur := s.recs[e.Key]; cur != nil {
-			ws[i].Expect = cur.ver
+		cur, read := s.recs[e.Key], rs[i].ver
+		switch {
+		case cur == nil:
+			// Absent as far as this process knows: it must be absent.
+		case read >= cur.own && read <= cur.ver:
+			ws[i].Expect, bases[i] = cur.ver, cur.own
+		default:
+			ws[i].Expect, bases[i] = read, read
 		}
 	}
 	s.mu.RUnlock()
-	vers, err := s.sh.b.Write(ctx, ws)
+	vers, err = s.sh.b.Write(ctx, ws)
 	if err != nil {
-		var c *state.ConflictError
-		if errors.As(err, &c) {
-			s.markStale(c.Keys)
+		// A conflict, or any failure: the write may have committed with
+		// its answer lost, and a replica never hears of its own writes.
+		keys := make([]string, len(ws))
+		for i := range ws {
+			keys[i] = ws[i].Key
 		}
-		return nil, err
+		s.markStale(keys)
+		return nil, nil, err
 	}
-	return vers, nil
+	return vers, bases, nil
 }
 
 // deleteShared deletes key conditionally; s.wmu is held.
@@ -438,8 +495,8 @@ func (s *Store) deleteShared(ctx context.Context, key string) error {
 		return nil // not in the database either, as far as the lock's read saw
 	}
 	_, err := s.sh.b.Write(ctx, []state.Write{{Key: key, Delete: true, Expect: expect}})
-	if errors.Is(err, state.ErrConflict) {
-		s.markStale([]string{key})
+	if err != nil {
+		s.markStale([]string{key}) // a conflict, or committed with the answer lost
 	}
 	return err
 }
@@ -454,13 +511,12 @@ func (s *Store) flushShared() error {
 	}
 	s.mu.RUnlock()
 	slices.Sort(ids)
-	var errs []error
 	for k := range slices.Chunk(ids, sharedBatch) {
 		if err := s.flushBatch(k); err != nil {
-			errs = append(errs, err)
+			return err // the rest next time: a database away fails each batch after opTimeout
 		}
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 func (s *Store) flushBatch(ids []string) error {
@@ -487,12 +543,49 @@ func (s *Store) flushBatch(ids []string) error {
 	return s.putAll(ctx, rs)
 }
 
+// KeepCandidate records that Directus may hold tok (expiring at exp) for
+// the user of base, after the write confirming it lost to another
+// replica's: the record is read again, marked unsure and given tok as a
+// candidate, conditionally (retried on a conflict). base stands for a
+// record the database no longer has.
+func (s *Store) KeepCandidate(base Record, tok string, exp time.Time) error {
+	if s.sh == nil {
+		return nil
+	}
+	var err error
+	for range 3 {
+		ctx, cancel := opCtx()
+		err = s.refresh(ctx, []string{base.UserID}, true)
+		cancel()
+		if err != nil {
+			continue
+		}
+		r, ok := s.Get(base.UserID)
+		if !ok {
+			r = base
+			r.Token, r.Expiry, r.Maybe = "", time.Time{}, nil
+		}
+		if r.Unsure && slices.ContainsFunc(r.Maybe, func(c Candidate) bool { return c.Token == tok }) {
+			return nil
+		}
+		r.Unsure = true
+		if !slices.ContainsFunc(r.Maybe, func(c Candidate) bool { return c.Token == tok }) {
+			r.Maybe = append(slices.Clone(r.Maybe), Candidate{Token: tok, Expiry: exp})
+		}
+		if err = s.Put(r); err == nil || !errors.Is(err, state.ErrConflict) {
+			return err
+		}
+	}
+	return err
+}
+
 // closeShared stops the refresher.
 func (s *Store) closeShared() {
 	if s.sh == nil {
 		return
 	}
 	s.sh.closing.Do(func() {
+		s.sh.cancel()
 		close(s.sh.stop)
 		<-s.sh.done
 	})

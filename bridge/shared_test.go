@@ -31,7 +31,8 @@ func twoReplicas(t *testing.T) (*memstate.SharedState, *Store, *Store) {
 	return ms, open(), open()
 }
 
-// putLocked writes r on s under the user's locks, as every writer does.
+// putLocked writes r on s under the user's locks, in place of the record
+// read there, as every writer does.
 func putLocked(t *testing.T, s *Store, r Record) {
 	t.Helper()
 	unlock, err := s.Lock(t.Context(), r.UserID)
@@ -39,6 +40,10 @@ func putLocked(t *testing.T, s *Store, r Record) {
 		t.Fatal(err)
 	}
 	defer unlock()
+	// As every writer does: from the record read under the lock.
+	if cur, ok := s.Get(r.UserID); ok {
+		r.ver = cur.ver
+	}
 	if err := s.Put(r); err != nil {
 		t.Fatal(err)
 	}

@@ -87,6 +87,10 @@ type Record struct {
 
 	rev uint64 // changes with every Put, to notice a concurrent exchange
 	ver int64  // the version in a shared state (0: none, or not shared)
+	// own: on a replica, the version this process's own writes of the
+	// record descend from since it last took another replica's (see
+	// writeShared).
+	own int64
 }
 
 // Candidate is a token that Directus may hold, with its expiry.
@@ -490,7 +494,7 @@ func (s *Store) PutAll(rs []Record) error {
 
 // putAll is PutAll with s.wmu held, its Backend write bounded by ctx.
 func (s *Store) putAll(ctx context.Context, rs []Record) error {
-	var vers []int64 // on a replica: the versions written
+	var vers, bases []int64 // on a replica: the versions written, and what they descend from
 	if s.db != nil {
 		es := make([]state.Entry, len(rs))
 		for i := range rs {
@@ -502,7 +506,7 @@ func (s *Store) putAll(ctx context.Context, rs []Record) error {
 		}
 		if s.sh != nil {
 			var err error
-			if vers, err = s.writeShared(ctx, rs, es); err != nil {
+			if vers, bases, err = s.writeShared(ctx, rs, es); err != nil {
 				return s.failed(fmt.Errorf("state: write: %w", err))
 			}
 		} else if err := s.db.Put(ctx, es); err != nil {
@@ -514,7 +518,7 @@ func (s *Store) putAll(ctx context.Context, rs []Record) error {
 	for i := range rs {
 		c := rs[i].clone()
 		if vers != nil {
-			c.ver = vers[i]
+			c.ver, c.own = vers[i], bases[i]
 		}
 		c.Format = recordFormat
 		s.in.record(&c)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/directus-bridge/directus-bridge/bridge/state"
 	"github.com/directus-bridge/directus-bridge/directus"
 )
 
@@ -384,7 +385,17 @@ func (e *Exchanger) upsert(ctx context.Context, id *Identity, res *Result, m *Ma
 	next.SuspendedByAdmin = user.Status != "active"
 	next.LastExchange = now
 	if err := e.store.Put(next); err != nil {
-		return stateError(err) // the write ahead stays: the token is known
+		// The write ahead stays: the token is known. Unless another
+		// replica's write overtook it (this one's database lock was lost
+		// meanwhile, as in a database restart): then Directus may hold tok
+		// without the record naming it, so it goes back in as a candidate.
+		if errors.Is(err, state.ErrConflict) {
+			if kerr := e.store.KeepCandidate(next, tok, exp); kerr != nil {
+				e.log.ErrorContext(ctx, "a token Directus may hold could not be recorded after a conflicting write of another replica; "+
+					"the reconciler revokes unknown tokens of machine users", "user_id", res.UserID, "err", kerr)
+			}
+		}
+		return stateError(err)
 	}
 	if user.Status != "active" {
 		return suspendedError(user.Status)

@@ -106,6 +106,11 @@ func (e *Exchanger) Watch(ctx context.Context) (int, error) {
 			break
 		}
 		cursor = acts[len(acts)-1].ID
+		// A replica that lost the lease must not move the cursor back
+		// under the new holder.
+		if err := e.fence(ctx); err != nil {
+			return changed, fmt.Errorf("watch: %w", err)
+		}
 		if err := e.store.SetCursor(cursor); err != nil {
 			return changed, fmt.Errorf("watch: %w", err)
 		}

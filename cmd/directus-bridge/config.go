@@ -287,8 +287,10 @@ func (c *Config) problems() []Problem {
 	if c.Tokens.RotateBefore < 0 || c.Tokens.RotateBefore >= ttl {
 		bad("tokens.rotate_before", "must be below tokens.ttl (%s)", ttl)
 	}
-	if c.State.MaxStale < 0 || c.State.MaxStale.D() > time.Minute {
-		bad("state.max_stale", "must be between 0 (the default, 2s) and 1m, got %s", c.State.MaxStale)
+	if c.State.MaxStale < 0 || (c.State.MaxStale != 0 && c.State.MaxStale.D() < time.Second) || c.State.MaxStale.D() > time.Minute {
+		// Below a second the feed's own pings (every 250ms) could not keep
+		// it fresh on a busy database: nothing would be answered from memory.
+		bad("state.max_stale", "must be between 1s and 1m (default 2s), got %s", c.State.MaxStale)
 	}
 	if c.Tokens.RevokeInterval < 0 {
 		bad("tokens.revoke_interval", "must be positive")

@@ -262,6 +262,7 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 		go resealOnStart(store, n, log)
 	}
 	if sh := store.Shared(); sh != nil {
+		store.SetLogger(log)
 		// Replicas: the revoker, reconciler and watcher run on the one that
 		// holds the jobs lease; it lives one revoke interval (at least 1s)
 		// past each renewal, so another replica takes over within about
