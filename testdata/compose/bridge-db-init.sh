@@ -1,10 +1,11 @@
 #!/bin/sh
 # Creates the role and the database that hold the state of the two bridges of
-# the standby profile of docker-compose.yml (service bridge-db-init), in the
+# the standby profile, or of the two replicas of the replicas profile, of
+# docker-compose.yml (service bridge-db-init), in the
 # compose PostgreSQL, through psql as its superuser (PGHOST, PGUSER,
 # PGPASSWORD, PGDATABASE from the service's environment).
 #
-# Idempotent, and run by every `docker compose --profile standby up`, not only
+# Idempotent, and run by every `docker compose --profile standby up` (or `replicas`), not only
 # on the first start of an empty database volume: what exists is kept, and
 # the password is set again each time, so that a changed
 # DIRECTUS_BRIDGE_DB_PASSWORD applies.
