@@ -132,15 +132,7 @@ func (m *model) startReplica() {
 	if r.store, err = NewSharedStore(fb, time.Minute, m.key); err != nil {
 		m.t.Fatalf("load the shared state: %v", err)
 	}
-	r.ex, err = NewExchanger(Options{
-		Issuers: m.mi.configs(m.variant), Tokens: TokenConfig{TTL: Duration(15 * time.Minute), RevokeInterval: Duration(5 * time.Second)},
-		Directus: m.bridgeC, Store: r.store, Now: func() time.Time { return m.now }, Logger: slog.New(slog.DiscardHandler),
-		Limits: LimitsConfig{PerIP: RateLimit{Rate: -1}, PerClient: RateLimit{Rate: -1}},
-	})
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	r.ex.SetMapper(m.mapper())
+	r.ex = m.exchanger(r.store)
 	r.leader = NewLeader(fb, r.name, 5*time.Second, slog.New(slog.DiscardHandler))
 	r.ex.SetLeader(r.leader)
 	r.leader.renew(context.Background())

@@ -272,15 +272,21 @@ func (m *model) start() {
 	} else if m.store, err = OpenStore(m.path, m.key); err != nil {
 		m.t.Fatalf("reopen state: %v", err)
 	}
-	m.ex, err = NewExchanger(Options{
+	m.ex = m.exchanger(m.store)
+}
+
+// exchanger builds the bridge's exchanger on store.
+func (m *model) exchanger(store *Store) *Exchanger {
+	ex, err := NewExchanger(Options{
 		Issuers: m.mi.configs(m.variant), Tokens: TokenConfig{TTL: Duration(15 * time.Minute), RevokeInterval: Duration(5 * time.Second)},
-		Directus: m.bridgeC, Store: m.store, Now: func() time.Time { return m.now }, Logger: slog.New(slog.DiscardHandler),
+		Directus: m.bridgeC, Store: store, Now: func() time.Time { return m.now }, Logger: slog.New(slog.DiscardHandler),
 		Limits: LimitsConfig{PerIP: RateLimit{Rate: -1}, PerClient: RateLimit{Rate: -1}},
 	})
 	if err != nil {
 		m.t.Fatal(err)
 	}
-	m.ex.SetMapper(m.mapper())
+	ex.SetMapper(m.mapper())
+	return ex
 }
 
 func (m *model) mapper() *Mapper {

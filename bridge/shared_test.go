@@ -31,6 +31,18 @@ func twoReplicas(t *testing.T) (*memstate.SharedState, *Store, *Store) {
 	return ms, open(), open()
 }
 
+// instances opens instances of ms, closed when the test ends.
+func instances(t *testing.T, ms *memstate.SharedState) func() state.Shared {
+	return func() state.Shared {
+		b, err := ms.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	}
+}
+
 // putLocked writes r on s under the user's locks, in place of the record
 // read there, as every writer does.
 func putLocked(t *testing.T, s *Store, r Record) {
@@ -148,14 +160,7 @@ func TestLeaderLease(t *testing.T) {
 	ms := memstate.NewShared()
 	now := time.Now()
 	ms.SetLeaseClock(func() time.Time { return now })
-	open := func() state.Shared {
-		b, err := ms.Open()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { b.Close() })
-		return b
-	}
+	open := instances(t, ms)
 	log := slog.New(slog.DiscardHandler)
 	a, b := NewLeader(open(), "a", 5*time.Second, log), NewLeader(open(), "b", 5*time.Second, log)
 	elected := b.Elected()
@@ -206,15 +211,7 @@ func TestLeaderLease(t *testing.T) {
 // The jobs refuse to run on a replica without the lease; a dry run of the
 // reconciler runs anywhere.
 func TestJobsNeedTheLease(t *testing.T) {
-	ms := memstate.NewShared()
-	open := func() state.Shared {
-		b, err := ms.Open()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { b.Close() })
-		return b
-	}
+	open := instances(t, memstate.NewShared())
 	log := slog.New(slog.DiscardHandler)
 	holder := NewLeader(open(), "holder", time.Minute, log)
 	holder.renew(t.Context())
