@@ -325,6 +325,15 @@ func noPassword(t *testing.T, what string, err error) {
 }
 
 func TestPGPasswordNeverInErrors(t *testing.T) {
+	passwordNeverInErrors(t, "open", func(ctx context.Context, dsn string) error {
+		_, err := Open(ctx, dsn)
+		return err
+	})
+}
+
+// passwordNeverInErrors checks that open's errors never quote the DSN's
+// password, with and without a server to refuse it.
+func passwordNeverInErrors(t *testing.T, name string, open func(ctx context.Context, dsn string) error) {
 	// Without a server: a malformed DSN, and a port nothing listens on.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -340,8 +349,7 @@ func TestPGPasswordNeverInErrors(t *testing.T) {
 		"host=127.0.0.1 port=" + strings.Split(closed, ":")[1] + " user=bridge password=" + password + " dbname=db sslmode=disable",
 		"host=127.0.0.1 user=bridge password='" + password + "' sslmode=bogus",
 	} {
-		_, err := Open(ctx, dsn)
-		noPassword(t, "open "+strings.ReplaceAll(dsn, password, "PW"), err)
+		noPassword(t, name+" "+strings.ReplaceAll(dsn, password, "PW"), open(ctx, dsn))
 	}
 	// With the server: a database whose name is the password, so that the
 	// server's own message names it.
@@ -354,9 +362,9 @@ func TestPGPasswordNeverInErrors(t *testing.T) {
 	}
 	u.User = url.UserPassword(u.User.Username(), password)
 	u.Path = "/" + password
-	_, err = Open(ctx, u.String())
-	noPassword(t, "open of a database named like the password", err)
-	if !strings.Contains(err.Error(), "does not exist") {
+	err = open(ctx, u.String())
+	noPassword(t, name+" of a database named like the password", err)
+	if err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Fatalf("not the server's refusal: %v", err)
 	}
 }

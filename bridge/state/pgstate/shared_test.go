@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -892,36 +890,10 @@ func TestPayloads(t *testing.T) {
 }
 
 func TestSharedPasswordNeverInErrors(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := l.Addr().String()
-	l.Close()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	for _, dsn := range []string{
-		"postgres://bridge:" + password + "@127.0.0.1:notaport/db",
-		"postgres://bridge:" + password + "@" + closed + "/db?sslmode=disable",
-		"host=127.0.0.1 user=bridge password='" + password + "' sslmode=bogus",
-	} {
+	passwordNeverInErrors(t, "open shared", func(ctx context.Context, dsn string) error {
 		_, err := OpenShared(ctx, dsn)
-		noPassword(t, "open shared "+strings.ReplaceAll(dsn, password, "PW"), err)
-	}
-	if os.Getenv(pgstatetest.StackEnv) == "" && os.Getenv("CI") == "" {
-		t.Skipf("%s is not set: the rest needs the test stack", pgstatetest.StackEnv)
-	}
-	u, err := url.Parse(pgstatetest.DSN(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.UserPassword(u.User.Username(), password)
-	u.Path = "/" + password
-	_, err = OpenShared(ctx, u.String())
-	noPassword(t, "open shared of a database named like the password", err)
-	if !strings.Contains(err.Error(), "does not exist") {
-		t.Fatalf("not the server's refusal: %v", err)
-	}
+		return err
+	})
 }
 
 // TestRunShared runs the suite of the Shared port (the one the in-memory
