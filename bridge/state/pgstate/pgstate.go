@@ -198,7 +198,7 @@ func (b *Backend) hold(ctx context.Context, conn *pgx.Conn) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("pgstate: %s: %w%s (%v)", b.where, state.ErrHeld, holder(ctx, conn), ctx.Err())
+			return fmt.Errorf("pgstate: %s: %w%s (%w)", b.where, state.ErrHeld, holder(ctx, conn), ctx.Err())
 		case <-time.After(holdPoll):
 		}
 	}

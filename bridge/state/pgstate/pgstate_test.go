@@ -307,6 +307,26 @@ func TestPGHeldMessageNamesTheHolder(t *testing.T) {
 	}
 }
 
+// A wait for a held state that its context ends is that context's end (a
+// SIGTERM to a bridge that waits stops it gracefully).
+func TestPGHeldWaitEndsWithItsContext(t *testing.T) {
+	s := pgstatetest.NewSchemas(t)
+	dsn := s.Fresh(t)
+	for _, open := range []func(ctx context.Context) error{
+		func(ctx context.Context) error { _, err := Open(ctx, dsn); return err },
+		func(ctx context.Context) error { _, err := OpenShared(ctx, dsn); return err },
+	} {
+		b := mustOpen(t, dsn)
+		ctx, cancel := context.WithCancel(t.Context())
+		time.AfterFunc(200*time.Millisecond, cancel)
+		err := open(ctx)
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("open while held, its context ended: %v; want context.Canceled", err)
+		}
+		b.Close()
+	}
+}
+
 const password = "pw-7Hq2-secret"
 
 // noPassword fails when err's message (or its detailed form) holds the

@@ -189,7 +189,7 @@ func (s *Shared) holdShared(ctx context.Context, conn *pgx.Conn) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("pgstate: %s: %w in exclusive mode%s (%v)", s.where, state.ErrHeld, holder(ctx, conn), ctx.Err())
+			return fmt.Errorf("pgstate: %s: %w in exclusive mode%s (%w)", s.where, state.ErrHeld, holder(ctx, conn), ctx.Err())
 		case <-time.After(holdPoll):
 		}
 	}
