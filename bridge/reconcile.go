@@ -428,6 +428,7 @@ func (e *Exchanger) applyBatch(ctx context.Context, batch []plan, rep *Report, w
 		recs = append(recs, r)
 	}
 	if err := e.store.PutAll(recs); err != nil {
+		e.unsureAfterConflict(recs, err)
 		return fmt.Errorf("reconcile: %w", err)
 	}
 	for _, r := range recs {

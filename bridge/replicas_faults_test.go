@@ -120,7 +120,7 @@ func TestSharedStoreVersionNeverReusedOnPostgres(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer unlock()
-		if err := b.Delete("u"); err != nil {
+		if err := b.Delete(Record{UserID: "u"}); err != nil {
 			t.Fatal(err)
 		}
 		if err := b.Put(Record{UserID: "u", Client: "c", Unsure: true, Maybe: []Candidate{{Token: "t2", Expiry: exp}}}); err != nil {

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/directus-bridge/directus-bridge/bridge/state"
 	"github.com/directus-bridge/directus-bridge/directus"
 )
 
@@ -98,6 +99,7 @@ func (e *Exchanger) revoke(ctx context.Context, ids []string) (int, error) {
 		recs[i].tokensCleared()
 	}
 	if err := e.store.PutAll(recs); err != nil {
+		e.unsureAfterConflict(recs, err)
 		return 0, fmt.Errorf("revoke: %w", err)
 	}
 	for i, r := range recs {
@@ -106,6 +108,22 @@ func (e *Exchanger) revoke(ctx context.Context, ids []string) (int, error) {
 	}
 	e.metrics.revoked(len(recs))
 	return len(recs), nil
+}
+
+// unsureAfterConflict marks unsure, after Directus applied a batch whose
+// records then lost to another replica's write in the state (this one's
+// database locks were lost meanwhile), the users of recs: what Directus
+// holds for them is no longer what either replica recorded.
+func (e *Exchanger) unsureAfterConflict(recs []Record, err error) {
+	if !errors.Is(err, state.ErrConflict) {
+		return
+	}
+	for _, r := range recs {
+		if merr := e.store.MarkUnsure(r); merr != nil {
+			e.log.Error("a user Directus changed could not be marked unsure after a conflicting write of another replica",
+				"user_id", r.UserID, "err", merr)
+		}
+	}
 }
 
 // RunRevoker revokes expired tokens every RevokeInterval until ctx ends, and

@@ -192,7 +192,7 @@ func (s *Store) lockShared(ctx context.Context, ids []string) (func(), error) {
 		unlocks = append(unlocks, u)
 	}
 	for k := range slices.Chunk(ids, sharedBatch) {
-		if err := s.refresh(ctx, k, false); err != nil {
+		if err := s.refresh(ctx, k); err != nil {
 			all()
 			return nil, err
 		}
@@ -201,14 +201,14 @@ func (s *Store) lockShared(ctx context.Context, ids []string) (func(), error) {
 }
 
 // refresh reads the records of keys from the database and puts them in
-// memory. Without the keys' locks (the refresher) it holds the writer lock
-// across the read, so that no write of this process falls between the read
-// and its use; with them (locked) nobody else writes them meanwhile.
-func (s *Store) refresh(ctx context.Context, keys []string, unlocked bool) error {
-	if unlocked {
-		s.wmu.Lock()
-		defer s.wmu.Unlock()
-	}
+// memory. It holds the writer lock across the read, so that neither a write
+// of this process nor another refresh falls between the read and its use
+// (a refresh that read an older record must not apply it over a newer
+// one). A record this replica cannot open is dropped from memory and
+// marked bad (refused, logged), and the others are read as usual.
+func (s *Store) refresh(ctx context.Context, keys []string) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	s.mu.RLock()
 	seq := s.sh.seq
 	s.mu.RUnlock()
@@ -222,9 +222,6 @@ func (s *Store) refresh(ctx context.Context, keys []string, unlocked bool) error
 	for _, v := range vs {
 		r, old, err := s.decode(v.Key, v.Value)
 		if err != nil {
-			if !unlocked {
-				return fmt.Errorf("state: read: record %s: %w", v.Key, err)
-			}
 			// One record this replica cannot open (another replica seals
 			// with a key this one lacks) must not hold up the others.
 			bad[v.Key] = err
@@ -233,14 +230,16 @@ func (s *Store) refresh(ctx context.Context, keys []string, unlocked bool) error
 		r.ver, r.own = v.Version, v.Version
 		got[v.Key], older[v.Key] = r, old
 	}
-	if !unlocked {
-		s.wmu.Lock()
-		defer s.wmu.Unlock()
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, k := range keys {
 		if err, ok := bad[k]; ok {
+			// Without the record, this replica's exchange of the client
+			// fails (its write finds a record where it expected none) and
+			// the jobs pass it over.
+			delete(s.recs, k)
+			delete(s.dirty, k)
+			delete(s.older, k)
 			if !s.sh.bad[k] {
 				s.sh.log.Error("state: a record of the shared state cannot be read by this replica; its client is refused here until it can "+
 					"(do all replicas have the same state keys?)", "user_id", k, "err", err)
@@ -315,7 +314,7 @@ func (s *Store) readAll(ctx context.Context) error {
 		}
 	})
 	for k := range slices.Chunk(all, 500) {
-		if err := s.refresh(ctx, k, true); err != nil {
+		if err := s.refresh(ctx, k); err != nil {
 			return err
 		}
 	}
@@ -385,7 +384,7 @@ func (s *Store) refreshStale() error {
 		if len(keys) == 0 {
 			return nil
 		}
-		if err := s.refresh(ctx, keys, true); err != nil {
+		if err := s.refresh(ctx, keys); err != nil {
 			return err
 		}
 	}
@@ -458,15 +457,7 @@ func (s *Store) writeShared(ctx context.Context, rs []Record, es []state.Entry) 
 	s.mu.RLock()
 	for i, e := range es {
 		ws[i] = state.Write{Key: e.Key, Value: e.Value}
-		cur, read := s.recs[e.Key], rs[i].ver
-		switch {
-		case cur == nil:
-			// Absent as far as this process knows: it must be absent.
-		case read >= cur.own && read <= cur.ver:
-			ws[i].Expect, bases[i] = cur.ver, cur.own
-		default:
-			ws[i].Expect, bases[i] = read, read
-		}
+		ws[i].Expect, bases[i] = s.expected(s.recs[e.Key], rs[i].ver)
 	}
 	s.mu.RUnlock()
 	vers, err = s.sh.b.Write(ctx, ws)
@@ -483,16 +474,30 @@ func (s *Store) writeShared(ctx context.Context, rs []Record, es []state.Entry) 
 	return vers, bases, nil
 }
 
-// deleteShared deletes key conditionally; s.wmu is held.
-func (s *Store) deleteShared(ctx context.Context, key string) error {
-	s.mu.RLock()
-	var expect int64
-	if cur := s.recs[key]; cur != nil {
-		expect = cur.ver
+// expected is the version a write (or delete) of a record read at version
+// read must find, and the version the record then descends from, given
+// cur, the record in memory (nil: none); s.mu is held.
+func (s *Store) expected(cur *Record, read int64) (expect, base int64) {
+	switch {
+	case cur == nil:
+		return 0, 0 // absent as far as this process knows: it must be absent
+	case read >= cur.own && read <= cur.ver:
+		return cur.ver, cur.own
+	default:
+		return read, read
 	}
+}
+
+// deleteShared deletes r conditionally, as writeShared writes; s.wmu is
+// held.
+func (s *Store) deleteShared(ctx context.Context, r Record) error {
+	key := r.UserID
+	s.mu.RLock()
+	cur := s.recs[key]
+	expect, _ := s.expected(cur, r.ver)
 	s.mu.RUnlock()
-	if expect == 0 {
-		return nil // not in the database either, as far as the lock's read saw
+	if cur == nil {
+		return nil // not in the database either, as far as this process knows
 	}
 	_, err := s.sh.b.Write(ctx, []state.Write{{Key: key, Delete: true, Expect: expect}})
 	if err != nil {
@@ -546,31 +551,57 @@ func (s *Store) flushBatch(ids []string) error {
 // KeepCandidate records that Directus may hold tok (expiring at exp) for
 // the user of base, after the write confirming it lost to another
 // replica's: the record is read again, marked unsure and given tok as a
-// candidate, conditionally (retried on a conflict). base stands for a
-// record the database no longer has.
+// candidate. base stands for a record the database no longer has.
 func (s *Store) KeepCandidate(base Record, tok string, exp time.Time) error {
+	return s.amend(base, func(r *Record, found bool) bool {
+		if !found {
+			*r = base
+			r.Token, r.Expiry, r.Maybe = "", time.Time{}, nil
+		}
+		has := slices.ContainsFunc(r.Maybe, func(c Candidate) bool { return c.Token == tok })
+		if r.Token == tok && !r.Unsure || r.Unsure && has {
+			return false // known already: confirmed, or a candidate
+		}
+		r.Unsure = true
+		if !has {
+			r.Maybe = append(slices.Clone(r.Maybe), Candidate{Token: tok, Expiry: exp})
+		}
+		return true
+	})
+}
+
+// MarkUnsure records that what Directus holds for the user of r is not
+// known, after a write of the jobs (a revocation, a reconcile batch) that
+// Directus applied lost to another replica's write in the state: the next
+// exchange reads the user first.
+func (s *Store) MarkUnsure(r Record) error {
+	return s.amend(r, func(r *Record, found bool) bool {
+		if !found || r.Unsure {
+			return false
+		}
+		r.Unsure = true
+		return true
+	})
+}
+
+// amend reads the record of base's user again, lets change alter it (found:
+// the database has it), and writes it conditionally, again on a conflict,
+// three times at most. Only on a replica.
+func (s *Store) amend(base Record, change func(r *Record, found bool) bool) error {
 	if s.sh == nil {
 		return nil
 	}
 	var err error
 	for range 3 {
 		ctx, cancel := opCtx()
-		err = s.refresh(ctx, []string{base.UserID}, true)
+		err = s.refresh(ctx, []string{base.UserID})
 		cancel()
 		if err != nil {
 			continue
 		}
-		r, ok := s.Get(base.UserID)
-		if !ok {
-			r = base
-			r.Token, r.Expiry, r.Maybe = "", time.Time{}, nil
-		}
-		if r.Unsure && slices.ContainsFunc(r.Maybe, func(c Candidate) bool { return c.Token == tok }) {
+		r, found := s.Get(base.UserID)
+		if !change(&r, found) {
 			return nil
-		}
-		r.Unsure = true
-		if !slices.ContainsFunc(r.Maybe, func(c Candidate) bool { return c.Token == tok }) {
-			r.Maybe = append(slices.Clone(r.Maybe), Candidate{Token: tok, Expiry: exp})
 		}
 		if err = s.Put(r); err == nil || !errors.Is(err, state.ErrConflict) {
 			return err

@@ -533,13 +533,17 @@ func (s *Store) putAll(ctx context.Context, rs []Record) error {
 
 // Delete forgets the record of userID (a write that Directus definitely
 // refused for a user the bridge did not know).
-func (s *Store) Delete(userID string) error {
+//
+// r is the record as the writer read it (on a replica the delete is
+// conditional on it, as a write is: see writeShared).
+func (s *Store) Delete(r Record) error {
+	userID := r.UserID
 	ctx, cancel := opCtx()
 	defer cancel()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.sh != nil {
-		if err := s.deleteShared(ctx, userID); err != nil {
+		if err := s.deleteShared(ctx, r); err != nil {
 			err = s.failed(err)
 			return fmt.Errorf("state: delete: %w", err)
 		}

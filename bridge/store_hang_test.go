@@ -53,7 +53,7 @@ func TestStoreQueuedWritesShareTheTimeout(t *testing.T) {
 			if i%2 == 0 {
 				errs[i] = s.Put(Record{UserID: "u", Client: "c"})
 			} else {
-				errs[i] = s.Delete("u")
+				errs[i] = s.Delete(Record{UserID: "u"})
 			}
 			took[i] = time.Since(start)
 		}()

@@ -277,7 +277,8 @@ func (e *Exchanger) upsert(ctx context.Context, id *Identity, res *Result, m *Ma
 		if known {
 			err = e.store.Put(rec)
 		} else {
-			err = e.store.Delete(res.UserID)
+			err = e.store.Delete(next) // as written ahead, from no record
+
 		}
 		if err != nil {
 			return stateError(err)
