@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -118,6 +119,9 @@ func startBinaryWith(t *testing.T, d DirectusInstance, path, url string, client 
 	return startBinaryUntil(t, d, path, url, client, "/readyz")
 }
 
+// leakMask marks where a token or a JWT stands in a leaking log line.
+var leakMask = regexp.MustCompile(`(dbr_|eyJ)[A-Za-z0-9_.-]*`)
+
 // startBinaryUntil starts the binary and polls url+probe until it answers
 // 200, or until the process exits (then p.done holds the error).
 func startBinaryUntil(t *testing.T, d DirectusInstance, path, url string, client *http.Client, probe string) *process {
@@ -135,6 +139,13 @@ func startBinaryUntil(t *testing.T, d DirectusInstance, path, url string, client
 		logs := p.logs.String()
 		if strings.Contains(logs, d.AdminToken) || strings.Contains(logs, "dbr_") || strings.Contains(logs, "eyJ") {
 			t.Errorf("a token or the admin token reached the bridge's log")
+			// Where, with the secret itself masked.
+			for _, l := range strings.Split(logs, "\n") {
+				if strings.Contains(l, d.AdminToken) || strings.Contains(l, "dbr_") || strings.Contains(l, "eyJ") {
+					l = strings.ReplaceAll(l, d.AdminToken, "<the admin token>")
+					t.Logf("leaking line: %.2000s", leakMask.ReplaceAllString(l, "<$1…>"))
+				}
+			}
 		}
 		_ = p.cmd.Process.Kill()
 		select {

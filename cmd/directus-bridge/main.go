@@ -158,10 +158,13 @@ flags:
 	return 0
 }
 
-func newLogger(c LogConfig, w io.Writer) *slog.Logger {
+// newLogger logs at cfg.Log's level and format, every line passed through
+// a secretMask.
+func newLogger(cfg *Config, w io.Writer) *slog.Logger {
+	c := cfg.Log
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level))
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: newSecretMask(cfg).replaceAttr}
 	if c.Format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
@@ -185,7 +188,7 @@ flags:
 	if !ok {
 		return 1
 	}
-	log := newLogger(cfg.Log, stderr)
+	log := newLogger(cfg, stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := runServer(ctx, *path, cfg, log); err != nil {

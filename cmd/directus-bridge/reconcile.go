@@ -78,7 +78,7 @@ flags:
 		fmt.Fprintf(stderr, "reconcile: no server answers on admin.listen (%s): opening the state file directly\n", cfg.Admin.Listen)
 		fellBack = true
 	}
-	log := newLogger(cfg.Log, stderr)
+	log := newLogger(cfg, stderr)
 	ex, store, err := newExchanger(ctx, cfg, log, nil, true)
 	if err != nil {
 		if errors.Is(err, state.ErrHeld) {
