@@ -66,11 +66,7 @@ func TestSharedStoreUndecodableRecordInABatch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := NewSharedStore(b, time.Minute, keys...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
+		s := replicaStore(t, b, keys...)
 		return s
 	}
 	a, c := open(k1), open(k1)
@@ -143,20 +139,12 @@ func TestSharedStoreLockReadKeepsNewerRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := &readHook{Shared: ba}
-	a, err := NewSharedStore(h, time.Minute, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
+	a := replicaStore(t, h, key)
 	bb, err := ms.Open()
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := NewSharedStore(bb, time.Minute, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
+	b := replicaStore(t, bb, key)
 	exp := time.Now().Add(time.Hour)
 	putLocked(t, b, Record{UserID: "u", Client: "c", Token: "t1", Expiry: exp, Bound: true})
 	eventually(t, 10*time.Second, "a reads u", func() bool { r, ok := a.Reusable("u"); return ok && r.Token == "t1" })

@@ -21,14 +21,21 @@ func twoReplicas(t *testing.T) (*memstate.SharedState, *Store, *Store) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := NewSharedStore(b, time.Minute, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
+		s := replicaStore(t, b, key)
 		return s
 	}
 	return ms, open(), open()
+}
+
+// replicaStore is a Store on the instance b, closed when the test ends.
+func replicaStore(t *testing.T, b state.Shared, keys ...[]byte) *Store {
+	t.Helper()
+	s, err := NewSharedStore(b, time.Minute, keys...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 // instances opens instances of ms, closed when the test ends.
