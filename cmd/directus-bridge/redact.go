@@ -7,6 +7,12 @@ import (
 	"strings"
 )
 
+// maskMark stands where the mask removed something. It differs from the
+// Directus client's "[redacted]" (a Directus message that echoed a value it
+// was sent, which is expected): a mark in a log means that some code path
+// tried to log a secret, a defect to find (the e2e suite fails on it).
+const maskMark = "[masked]"
+
 // secretMask masks, in every attribute of every log line (the message
 // included), what looks like a secret the bridge handles, whatever path
 // brought it there: a Directus error that quotes a value it was sent, cut
@@ -48,9 +54,9 @@ func (m *secretMask) suspect(s string) bool {
 
 func (m *secretMask) mask(s string) string {
 	for _, k := range m.known {
-		s = strings.ReplaceAll(s, k, "[redacted]")
+		s = strings.ReplaceAll(s, k, maskMark)
 	}
-	return m.tokens.ReplaceAllString(s, "[redacted]")
+	return m.tokens.ReplaceAllString(s, maskMark)
 }
 
 // replaceAttr is slog.HandlerOptions.ReplaceAttr.

@@ -33,7 +33,7 @@ func TestLogMasksSecrets(t *testing.T) {
 				t.Errorf("%s log holds %q:\n%s", format, s, out)
 			}
 		}
-		if n := strings.Count(out, "[redacted]"); n < 3*len(secrets) {
+		if n := strings.Count(out, maskMark); n < 3*len(secrets) {
 			t.Errorf("%s log: %d masks, want %d:\n%s", format, n, 3*len(secrets), out)
 		}
 		if !strings.Contains(out, "has to be unique") {
