@@ -190,21 +190,51 @@ func (e *Exchanger) bindFormat1(issuers []IssuerConfig) error {
 	for _, c := range issuers {
 		byName[c.Name] = c.Issuer
 	}
-	var recs []Record
+	var ids []string
 	for _, r := range e.store.All() {
 		if r.IssuerURL == "" && byName[r.Issuer] != "" {
+			ids = append(ids, r.UserID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	sort.Strings(ids)
+	bound := 0
+	// Under the users' locks, from the records read there: replicas that
+	// start together on such records bind each once, whoever comes first.
+	for k := range slices.Chunk(ids, batchSize) {
+		n, err := e.bindBatch(k, byName)
+		bound += n
+		if err != nil {
+			return fmt.Errorf("bridge: binding records of the earlier state format: %w", err)
+		}
+	}
+	if bound > 0 {
+		e.log.Info("records of the earlier state format bound to their issuers' URLs", "records", bound)
+	}
+	return nil
+}
+
+func (e *Exchanger) bindBatch(ids []string, byName map[string]string) (int, error) {
+	ctx, cancel := opCtx()
+	defer cancel()
+	unlock, err := e.store.Lock(ctx, ids...)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	var recs []Record
+	for _, id := range ids {
+		if r, ok := e.store.Get(id); ok && r.IssuerURL == "" && byName[r.Issuer] != "" {
 			r.IssuerURL = byName[r.Issuer]
 			recs = append(recs, r)
 		}
 	}
 	if len(recs) == 0 {
-		return nil
+		return 0, nil
 	}
-	if err := e.store.PutAll(recs); err != nil {
-		return fmt.Errorf("bridge: binding records of the earlier state format: %w", err)
-	}
-	e.log.Info("records of the earlier state format bound to their issuers' URLs", "records", len(recs))
-	return nil
+	return len(recs), e.store.PutAll(recs)
 }
 
 func (c *TokenConfig) setDefaults() {

@@ -3,7 +3,9 @@ package bridge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -237,5 +239,50 @@ func TestJobsNeedTheLease(t *testing.T) {
 	}
 	if _, err := h.ex.Reconcile(t.Context(), ReconcileConfig{}, true); errors.Is(err, ErrNotLeader) {
 		t.Fatalf("a dry run refused: %v", err)
+	}
+}
+
+// Replicas that start together on records of the earlier format (bound by
+// issuer name) each bind them to the issuer's URL without refusing to
+// start: the binding is written under the users' locks, from the records
+// read there.
+func TestReplicasBindFormat1Together(t *testing.T) {
+	ms := memstate.NewShared()
+	key := newKey(t)
+	seed, err := ms.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var es []state.Entry
+	for i := range 50 {
+		id := fmt.Sprintf("u%02d", i)
+		es = append(es, state.Entry{Key: id, Value: fmt.Appendf(nil, `{"user_id":%q,"issuer":"a","client":%q}`, id, id)})
+	}
+	if err := seed.Put(t.Context(), es); err != nil {
+		t.Fatal(err)
+	}
+	seed.Close()
+	issuers := []IssuerConfig{{Name: "a", Issuer: "https://a.example", Audiences: []string{testAudience}, Algorithms: []string{"EdDSA"}}}
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range errs {
+		s := replicaStore(t, instances(t, ms)(), key)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = NewExchanger(Options{Issuers: issuers, Store: s, Directus: nil, Logger: slog.New(slog.DiscardHandler)})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("replica %d did not start: %v", i, err)
+		}
+	}
+	check := replicaStore(t, instances(t, ms)(), key)
+	for _, r := range check.All() {
+		if r.IssuerURL != "https://a.example" {
+			t.Errorf("record %s bound to %q", r.UserID, r.IssuerURL)
+		}
 	}
 }
