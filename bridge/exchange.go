@@ -270,6 +270,9 @@ func (c *UserConfig) setDefaults() {
 // tok is the token configuration in force.
 func (e *Exchanger) tok() *TokenConfig { return e.tokens.Load() }
 
+// RevokeInterval is the revoke interval in force, its default applied.
+func (e *Exchanger) RevokeInterval() time.Duration { return e.tok().RevokeInterval.D() }
+
 // SetTokens puts a new token configuration in force (a reload): new tokens
 // get the new lifetime and prefix; tokens already issued keep theirs.
 func (e *Exchanger) SetTokens(c TokenConfig) {

@@ -270,7 +270,7 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 		// holds the jobs lease; it lives one revoke interval (at least 1s)
 		// past each renewal, so another replica takes over within about
 		// 1.3 of them after the holder dies, and revokes at once.
-		leader := bridge.NewLeader(sh, replicaName(), max(cfg.Tokens.RevokeInterval.D(), time.Second), log)
+		leader := bridge.NewLeader(sh, replicaName(), leaseTTL(ex), log)
 		ex.SetLeader(leader)
 		go leader.Run(ctx)
 		log.Info("replica of a shared state", "replica", leader.Holder())
@@ -546,3 +546,7 @@ func replicaName() string {
 	_, _ = rand.Read(b[:])
 	return fmt.Sprintf("%s/%d/%x", host, os.Getpid(), b)
 }
+
+// leaseTTL is the jobs lease's lifetime: the revoke interval in force (its
+// default applied), at least a second.
+func leaseTTL(ex *bridge.Exchanger) time.Duration { return max(ex.RevokeInterval(), time.Second) }
