@@ -91,12 +91,23 @@ func NewSharedStore(b state.Shared, maxStale time.Duration, keys ...[]byte) (*St
 
 // heard is the backend's OnChange: the record is stale until read again.
 func (s *Store) heard(c state.Change) {
+	if c.Reset {
+		s.changed(nil, true)
+	} else {
+		s.changed([]string{c.Key}, false)
+	}
+}
+
+// changed marks keys (every record, with all) stale until read again, and
+// wakes the refresher.
+func (s *Store) changed(keys []string, all bool) {
 	s.mu.Lock()
 	s.sh.seq++
-	if c.Reset {
+	if all {
 		s.sh.reset = s.sh.seq
-	} else {
-		s.sh.stale[c.Key] = s.sh.seq
+	}
+	for _, k := range keys {
+		s.sh.stale[k] = s.sh.seq
 	}
 	s.mu.Unlock()
 	select {
@@ -116,7 +127,7 @@ func (s *Store) Reusable(userID string) (Record, bool) {
 		return Record{}, false
 	}
 	if sh := s.sh; sh != nil {
-		if sh.reset != 0 || sh.stale[userID] != 0 || sh.bad[userID] || time.Since(sh.b.CoherentAt()) >= sh.maxStale {
+		if sh.reset != 0 || sh.stale[userID] != 0 || sh.bad[userID] || !s.Coherent() {
 			return Record{}, false
 		}
 	}
@@ -413,10 +424,7 @@ func (s *Store) Sync(ctx context.Context) error {
 		}
 	}
 	if s.sh.b.CoherentAt().Before(start) {
-		s.mu.Lock()
-		s.sh.seq++
-		s.sh.reset = s.sh.seq
-		s.mu.Unlock()
+		s.changed(nil, true)
 	}
 	if err := s.refreshStale(); err != nil {
 		return s.failed(fmt.Errorf("state: sync: %w", err))
@@ -427,18 +435,8 @@ func (s *Store) Sync(ctx context.Context) error {
 // markStale makes the refresher read keys again (a conditional write found
 // them changed).
 func (s *Store) markStale(keys []string) {
-	if s.sh == nil {
-		return
-	}
-	s.mu.Lock()
-	s.sh.seq++
-	for _, k := range keys {
-		s.sh.stale[k] = s.sh.seq
-	}
-	s.mu.Unlock()
-	select {
-	case s.sh.kick <- struct{}{}:
-	default:
+	if s.sh != nil {
+		s.changed(keys, false)
 	}
 }
 
