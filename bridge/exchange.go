@@ -382,6 +382,11 @@ type Request struct {
 	SubjectToken string
 	// Scopes asked for; nil means all the subject token carries.
 	Scopes []string
+	// Proxied marks the exchange the proxy makes for each request it
+	// forwards. The rate limits then count only subject tokens the bridge
+	// has not verified before: a returning client's request costs the
+	// bridge a cache lookup, and its rate is Directus's to limit.
+	Proxied bool
 }
 
 // Outcome says what an exchange did.
@@ -430,6 +435,13 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Cause }
 
+// SubjectExpired reports whether the exchange was refused because the
+// subject token has expired (and for nothing else).
+func (e *Error) SubjectExpired() bool {
+	var te *TokenError
+	return errors.As(e.Cause, &te) && te.Expired
+}
+
 func unavailable(cause error) *Error {
 	ra := 5 * time.Second
 	var api *directus.APIError
@@ -440,11 +452,16 @@ func unavailable(cause error) *Error {
 		Status: 503, RetryAfter: ra, Cause: cause}
 }
 
+// Trusts reports whether raw looks like a JWT of a trusted issuer, without
+// verifying it (see package proxy): a credential the bridge must exchange,
+// never pass on.
+func (e *Exchanger) Trusts(raw string) bool { return e.verifier.trusts(raw) }
+
 // Exchange verifies the subject token, maps it to a role, upserts the
 // machine user and returns its static token. Nothing is written to Directus
 // unless the token is valid and a rule grants access.
 func (e *Exchanger) Exchange(ctx context.Context, req Request) (*Result, error) {
-	id, err := e.verifier.Verify(ctx, req.SubjectToken)
+	id, hit, err := e.verifier.verify(ctx, req.SubjectToken)
 	if err != nil {
 		var te *TokenError
 		if errors.As(err, &te) {
@@ -460,7 +477,7 @@ func (e *Exchanger) Exchange(ctx context.Context, req Request) (*Result, error) 
 		return nil, &Error{Code: "temporarily_unavailable", Description: "the bridge is starting: its rules are not loaded yet",
 			Status: 503, RetryAfter: 2 * time.Second, Issuer: id.Issuer.Name}
 	}
-	res, err := e.exchangeVerified(ctx, id, req)
+	res, err := e.exchangeVerified(ctx, id, req, req.Proxied && hit)
 	if err != nil {
 		var ee *Error
 		if errors.As(err, &ee) {
@@ -475,8 +492,8 @@ func (e *Exchanger) Exchange(ctx context.Context, req Request) (*Result, error) 
 	return res, nil
 }
 
-func (e *Exchanger) exchangeVerified(ctx context.Context, id *Identity, req Request) (*Result, error) {
-	if lim := e.perClient.get(); lim != nil { // the key is built only when a limit is in force
+func (e *Exchanger) exchangeVerified(ctx context.Context, id *Identity, req Request, unlimited bool) (*Result, error) {
+	if lim := e.perClient.get(); lim != nil && !unlimited { // the key is built only when a limit is in force
 		if ok, wait := lim.allow(id.Issuer.Name + "\x00" + id.Client); !ok {
 			e.metrics.limited("client")
 			return nil, &Error{Code: "temporarily_unavailable", Description: "rate limit exceeded for this client",
@@ -486,7 +503,8 @@ func (e *Exchanger) exchangeVerified(ctx context.Context, id *Identity, req Requ
 	if !e.now().Before(id.Expiry) {
 		// Inside the issuer's leeway: valid, but anything issued for it
 		// would outlive it.
-		return nil, &Error{Code: "invalid_request", Status: 400, Description: "subject_token has expired"}
+		return nil, &Error{Code: "invalid_request", Status: 400, Description: "subject_token has expired",
+			Cause: &TokenError{Reason: "token expired", Expired: true}}
 	}
 	scopes := id.Scopes
 	if req.Scopes != nil {

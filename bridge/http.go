@@ -77,7 +77,25 @@ type Server struct {
 
 type ctxKey int
 
-const requestIDKey ctxKey = 0
+const (
+	requestIDKey ctxKey = iota
+	viaKey              // "proxy" on the proxy's exchanges
+)
+
+// WithRequestID returns ctx carrying the request id id (see RequestID),
+// for the proxy's requests, which Handler does not wrap.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey, id)
+}
+
+// NewRequestID returns a new request id, or id itself when it is a sane
+// one (what Handler takes from X-Request-Id).
+func NewRequestID(id string) string {
+	if saneRequestID(id) {
+		return id
+	}
+	return newRequestID()
+}
 
 // RequestID returns the request id of ctx, or "".
 func RequestID(ctx context.Context) string {
@@ -154,21 +172,19 @@ func (s *Server) log() *slog.Logger {
 func (s *Server) token(ctx context.Context, w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ip := s.clientIP(r)
-	m := s.Exchanger.metrics
-	if ok, wait := s.Exchanger.perIP.allow(ip); !ok {
-		m.limited("ip")
-		s.refusedEarly(ctx, w, ip, &Error{Code: "temporarily_unavailable", Description: "rate limit exceeded for this address",
-			Status: http.StatusTooManyRequests, RetryAfter: wait}, "rate_limited", start)
+	if e := s.limitIP(ctx, ip, start); e != nil {
+		writeError(w, e)
 		return
 	}
 	req, perr := parseRequest(w, r)
 	if perr != nil {
-		s.refusedEarly(ctx, w, ip, perr, perr.Code, start)
+		s.refusedEarly(ctx, ip, perr, perr.Code, start)
+		writeError(w, perr)
 		return
 	}
 	res, err := s.Exchanger.Exchange(ctx, req)
 	if err != nil {
-		s.refused(ctx, w, ip, req, err, start)
+		writeError(w, s.refused(ctx, ip, req, err, start))
 		return
 	}
 	now := s.Exchanger.now()
@@ -176,6 +192,54 @@ func (s *Server) token(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	if expiresIn < 1 {
 		expiresIn = 1
 	}
+	s.granted(ctx, r, ip, res, now, start)
+	writeToken(w, res.Token, expiresIn, res.Scopes)
+}
+
+// Swap exchanges subject for a request that the proxy forwards (package
+// proxy) as POST /oauth/token would: the same verification, mapping,
+// token reuse, metrics and audit lines (with via=proxy), under the same
+// rate limits, which count only subject tokens not verified before (see
+// Request.Proxied). The error is what the exchange endpoint would answer;
+// the proxy words it as Directus would.
+func (s *Server) Swap(ctx context.Context, r *http.Request, subject string) (*Result, *Error) {
+	start := time.Now()
+	ip := s.clientIP(r)
+	ctx = context.WithValue(ctx, viaKey, "proxy")
+	if !s.Exchanger.verifier.cached(subject) {
+		if e := s.limitIP(ctx, ip, start); e != nil {
+			return nil, e
+		}
+	}
+	req := Request{SubjectToken: subject, Proxied: true}
+	res, err := s.Exchanger.Exchange(ctx, req)
+	if err != nil {
+		return nil, s.refused(ctx, ip, req, err, start)
+	}
+	s.granted(ctx, r, ip, res, s.Exchanger.now(), start)
+	return res, nil
+}
+
+// Trusts reports whether raw looks like a JWT of a trusted issuer (see
+// Exchanger.Trusts).
+func (s *Server) Trusts(raw string) bool { return s.Exchanger.Trusts(raw) }
+
+// limitIP applies the per-address limit, logging and counting a refusal.
+func (s *Server) limitIP(ctx context.Context, ip string, start time.Time) *Error {
+	ok, wait := s.Exchanger.perIP.allow(ip)
+	if ok {
+		return nil
+	}
+	s.Exchanger.metrics.limited("ip")
+	e := &Error{Code: "temporarily_unavailable", Description: "rate limit exceeded for this address",
+		Status: http.StatusTooManyRequests, RetryAfter: wait}
+	s.refusedEarly(ctx, ip, e, "rate_limited", start)
+	return e
+}
+
+// granted counts and logs a successful exchange.
+func (s *Server) granted(ctx context.Context, r *http.Request, ip string, res *Result, now, start time.Time) {
+	m := s.Exchanger.metrics
 	m.exchange(res.Issuer, string(res.Outcome), "", time.Since(start))
 	// A reuse is counted in its user's reuse summary, not logged on its
 	// own line (see audit.go); anything else is logged now, after the
@@ -193,25 +257,23 @@ func (s *Server) token(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	if s.log().Enabled(ctx, level) {
 		s.exchanged(ctx, level, ip, res, start)
 	}
-	writeToken(w, res.Token, expiresIn, res.Scopes)
 }
 
-// refusedEarly logs, counts and answers a request refused before its
-// subject token is looked at, under the error code logged.
-func (s *Server) refusedEarly(ctx context.Context, w http.ResponseWriter, ip string, e *Error, logged string, start time.Time) {
+// refusedEarly logs and counts a request refused before its subject
+// token is looked at, under the error code logged.
+func (s *Server) refusedEarly(ctx context.Context, ip string, e *Error, logged string, start time.Time) {
 	s.Exchanger.metrics.exchange("", "refused", logged, time.Since(start))
 	attrs := []slog.Attr{slog.String("event", "exchange"), slog.String("outcome", "refused"), slog.String("error", logged)}
 	if logged == e.Code {
 		attrs = append(attrs, slog.String("reason", e.Description))
 	}
 	s.audit(ctx, slog.LevelInfo, "exchange refused", ip, attrs...)
-	writeError(w, e)
 }
 
-// refused logs, counts and answers an exchange that failed. (The logging of
-// token's rare paths is kept out of its frame: the hot path's stack stays
-// small.)
-func (s *Server) refused(ctx context.Context, w http.ResponseWriter, ip string, req Request, err error, start time.Time) {
+// refused logs and counts an exchange that failed and returns the error to
+// answer. (The logging of token's rare paths is kept out of its frame: the
+// hot path's stack stays small.)
+func (s *Server) refused(ctx context.Context, ip string, req Request, err error, start time.Time) *Error {
 	var e *Error
 	if !errors.As(err, &e) {
 		e = &Error{Code: "server_error", Description: "internal error", Status: 500, Cause: err}
@@ -231,7 +293,7 @@ func (s *Server) refused(ctx context.Context, w http.ResponseWriter, ip string, 
 		m.exchange(e.Issuer, "refused", e.Code, time.Since(start))
 		s.audit(ctx, slog.LevelInfo, "exchange refused", ip, attrs...)
 	}
-	writeError(w, e)
+	return e
 }
 
 // exchanged writes the line of a successful exchange.
@@ -251,8 +313,11 @@ func (s *Server) audit(ctx context.Context, level slog.Level, msg, remote string
 	if !log.Enabled(ctx, level) {
 		return
 	}
-	all := make([]slog.Attr, 0, len(attrs)+2)
+	all := make([]slog.Attr, 0, len(attrs)+3)
 	all = append(all, slog.String("request_id", RequestID(ctx)), slog.String("remote", remote))
+	if via, ok := ctx.Value(viaKey).(string); ok {
+		all = append(all, slog.String("via", via))
+	}
 	log.LogAttrs(ctx, level, msg, append(all, attrs...)...)
 }
 

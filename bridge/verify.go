@@ -246,7 +246,13 @@ type Identity struct {
 }
 
 // TokenError is a refused subject token; Reason is safe to show the caller.
-type TokenError struct{ Reason string }
+// Expired is set when the token was refused for its exp alone: the proxy
+// answers it as Directus answers an expired token (TOKEN_EXPIRED), so that
+// clients fetch a new one.
+type TokenError struct {
+	Reason  string
+	Expired bool
+}
 
 func (e *TokenError) Error() string { return "token refused: " + e.Reason }
 
@@ -277,11 +283,31 @@ const (
 // payload only iss is read (it chooses the issuer). The payload is checked
 // in full only once its signature holds, and iss again on what was signed.
 func (v *verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
+	id, _, err := v.verify(ctx, raw)
+	return id, err
+}
+
+// verify is Verify, telling also whether the identity came from the
+// verified-token cache.
+func (v *verifier) verify(ctx context.Context, raw string) (*Identity, bool, error) {
 	now := v.now()
 	set := v.issuers.Load() // once: the issuers of this verification
 	if id := v.cache.get(raw, now); id != nil && set.trusts(id.Issuer) {
-		return id, nil
+		return id, true, nil
 	}
+	id, err := v.verifyNew(ctx, raw, set, now)
+	return id, false, err
+}
+
+// cached reports whether raw is in the verified-token cache, live.
+func (v *verifier) cached(raw string) bool {
+	id := v.cache.get(raw, v.now())
+	return id != nil && v.issuers.Load().trusts(id.Issuer)
+}
+
+// verifyNew verifies raw, not found in the cache, against the issuers of
+// set.
+func (v *verifier) verifyNew(ctx context.Context, raw string, set *issuerSet, now time.Time) (*Identity, error) {
 	hseg, rest, _ := strings.Cut(raw, ".")
 	pseg, sig, ok := strings.Cut(rest, ".")
 	if !ok || strings.Contains(sig, ".") {
@@ -348,6 +374,33 @@ func (v *verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
 	v.cache.put(raw, id, now)
 	return id, nil
 }
+
+// trusts reports whether raw has the shape of a signed JWT whose unverified
+// iss is a trusted issuer's, verifying nothing: it tells the proxy which
+// credentials are the bridge's to exchange (and never to forward) from those
+// it passes to Directus untouched (Directus's own JWTs, static tokens). Its
+// work is one base64 decoding and one scan of the payload's member names, or
+// a lookup in the verified-token cache.
+func (v *verifier) trusts(raw string) bool {
+	if v.cached(raw) {
+		return true
+	}
+	_, rest, _ := strings.Cut(raw, ".")
+	pseg, sig, ok := strings.Cut(rest, ".")
+	if !ok || strings.Contains(sig, ".") || base64.RawURLEncoding.DecodedLen(len(pseg)) > maxTrustedPayload {
+		return false
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(pseg)
+	if err != nil {
+		return false
+	}
+	iss, err := unverifiedIssuer(payload)
+	return err == nil && iss != "" && v.issuers.Load().byIss[iss] != nil
+}
+
+// maxTrustedPayload bounds the payload trusts decodes: a credential larger
+// than any request header Directus accepts is not one to exchange.
+const maxTrustedPayload = 64 << 10
 
 // readHeader decodes the JOSE header segment: at most maxHeaderBytes of
 // valid JSON, an object (or null, which sets nothing) of at most
@@ -525,7 +578,7 @@ func (v *verifier) check(cfg *IssuerConfig, claims map[string]json.RawMessage, n
 		return nil, refuse("token has no exp")
 	}
 	if !now.Before(exp.Add(leeway)) {
-		return nil, refuse("token expired")
+		return nil, &TokenError{Reason: "token expired", Expired: true}
 	}
 	if !nbf.IsZero() && now.Add(leeway).Before(nbf) {
 		return nil, refuse("token not valid yet (nbf)")
