@@ -90,6 +90,7 @@ needed_pkgs() {
 	has_component "$D12" && printf 'directus12\n'
 	has_component "$D11" && printf 'directus11\n'
 	if has_component idp && idp_present; then printf 'idp\n'; fi
+	if sdk_present; then printf 'sdk\n'; fi
 	return 0
 }
 
@@ -266,6 +267,8 @@ install_pkg() {
 }
 
 idp_present() { [[ -f "$STACK_SRC/idp/package.json" && -f "$STACK_SRC/idp/package-lock.json" ]]; }
+# The Directus SDK is not a server: it is installed for the clients of the stack (e2e/sdk).
+sdk_present() { [[ -f "$STACK_SRC/sdk/package.json" && -f "$STACK_SRC/sdk/package-lock.json" ]]; }
 
 # install_all: the npm packages COMPONENTS need.
 install_all() {
@@ -666,8 +669,9 @@ idp_stop() {
 # ---------------------------------------------------------------- stack
 
 write_stack_json() {
-	local idpfile="" name args=() pgdsn=""
+	local idpfile="" name args=() pgdsn="" sdkdir=""
 	[[ -f "$DIR/idp/idp.json" ]] && idpfile="$DIR/idp/idp.json"
+	sdk_present && sdkdir="$(pkg_dir sdk)"
 	has_component "$D12" && [[ -f "$DIR/pg-bridge.env" ]] && pgdsn="$(env_get "$DIR/pg-bridge.env" BRIDGE_DSN)"
 	for name in $(directus_components); do
 		args+=("$name" "$(env_get "$DIR/$name/env" PUBLIC_URL)" "$(env_get "$DIR/$name/env" ADMIN_TOKEN)"
@@ -675,7 +679,7 @@ write_stack_json() {
 	done
 	"$NODE" -e '
 const fs = require("fs");
-const [dir, script, idpfile, pgdsn, ...a] = process.argv.slice(1);
+const [dir, script, idpfile, pgdsn, sdkdir, ...a] = process.argv.slice(1);
 const known = { "directus12-postgres": ["12.4.0", "postgres"], "directus11-sqlite": ["11.17.4", "sqlite"] };
 const directus = [];
 for (let i = 0; i < a.length; i += 5) {
@@ -686,11 +690,14 @@ for (let i = 0; i < a.length; i += 5) {
 const out = {
   directus,
   idp: idpfile ? JSON.parse(fs.readFileSync(idpfile, "utf8")) : null,
+  // The Directus SDK for clients of the stack, and the Node 22 that runs them.
+  sdk: sdkdir ? { dir: sdkdir, node: process.execPath,
+    version: JSON.parse(fs.readFileSync(sdkdir + "/node_modules/@directus/sdk/package.json", "utf8")).version } : null,
   stack_script: script,
   dir,
 };
 if (pgdsn) out.postgres = { dsn: pgdsn }; // the state database of the bridge (with directus12-postgres only)
-process.stdout.write(JSON.stringify(out, null, 2) + "\n");' "$DIR" "$SCRIPT_PATH" "$idpfile" "$pgdsn" "${args[@]}" >"$DIR/stack.json.tmp"
+process.stdout.write(JSON.stringify(out, null, 2) + "\n");' "$DIR" "$SCRIPT_PATH" "$idpfile" "$pgdsn" "$sdkdir" "${args[@]}" >"$DIR/stack.json.tmp"
 	chmod 644 "$DIR/stack.json.tmp"
 	mv "$DIR/stack.json.tmp" "$DIR/stack.json"
 }
