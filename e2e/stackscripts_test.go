@@ -28,7 +28,7 @@ func TestStackScriptsCheck(t *testing.T) {
 		}
 	})
 	emptyCache := t.TempDir()
-	warmCache := filledCache(t, "node22", "directus12", "directus11", "idp")
+	warmCache := filledCache(t, "node22", "directus12", "directus11", "idp", "sdk")
 
 	tests := []struct {
 		name    string
@@ -80,7 +80,7 @@ func TestStackScriptsCheck(t *testing.T) {
 		{
 			name: "the demo's subset, from the environment", args: []string{"check", "install"},
 			env:     map[string]string{"DIRECTUS_BRIDGE_STACK_ONLY": "directus12-postgres,idp"},
-			without: []string{"g++", "flock"}, cache: filledCache(t, "node22", "directus12", "idp"), wantRC: 1,
+			without: []string{"g++", "flock"}, cache: filledCache(t, "node22", "directus12", "idp", "sdk"), wantRC: 1,
 			want:    []string{"missing: flock", "1 prerequisite(s) of 'install' (directus12-postgres,idp) missing"},
 			notWant: []string{"g++"},
 		},
