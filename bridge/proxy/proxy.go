@@ -204,13 +204,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := bridge.WithRequestID(r.Context(), id)
 	w.Header().Set("X-Request-Id", id)
 	if len(creds) > 1 || idp.malformed {
+		// Directus refuses more than one token too, with these words.
+		msg := "Invalid payload. The request uses more than one method for including an access token."
 		why := "more than one access token"
 		if len(creds) == 1 {
-			why = "a malformed access token"
+			msg, why = "Invalid payload. The access token is malformed.", "a malformed access token"
 		}
 		p.log.LogAttrs(ctx, slog.LevelInfo, "proxy refused", slog.String("request_id", id), slog.String("reason", why),
 			slog.String("subject_fp", bridge.Fingerprint(idp.value)), slog.Int("trusted", trusted))
-		apiError{Status: 400, Code: codeInvalidPayload, Message: "Invalid payload. The request carries " + why + "."}.write(w)
+		apiError{Status: 400, Code: codeInvalidPayload, Message: msg}.write(w)
 		return
 	}
 	res, e := p.o.Exchanger.Swap(ctx, r, idp.value)

@@ -14,6 +14,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/directus-bridge/directus-bridge/bridge"
+	"github.com/directus-bridge/directus-bridge/bridge/proxy"
 	"github.com/directus-bridge/directus-bridge/bridge/state/pgstate"
 	"github.com/directus-bridge/directus-bridge/mapping"
 )
@@ -41,6 +42,10 @@ type Config struct {
 	// Admin is the operator's listener (reconcile on a running server);
 	// off unless admin.listen is set.
 	Admin AdminConfig `yaml:"admin"`
+	// Proxy is proxy mode: a listener in front of Directus that swaps IdP
+	// tokens for static tokens on the way in; off unless proxy.listen is
+	// set.
+	Proxy ProxyConfig `yaml:"proxy"`
 
 	// lines maps the YAML paths of the file it was read from to their
 	// lines, for Validate's messages.
@@ -57,6 +62,26 @@ type AdminConfig struct {
 	// callers must present (default DIRECTUS_BRIDGE_ADMIN_TOKEN; at least
 	// 32 characters; required when Listen is set).
 	TokenEnv string `yaml:"token_env"`
+}
+
+// ProxyConfig is proxy mode's listener (see package bridge/proxy).
+type ProxyConfig struct {
+	// Listen is its address, e.g. 0.0.0.0:8055 (default: none, no proxy).
+	// It serves HTTPS with the tls files when they are set.
+	Listen string `yaml:"listen"`
+	// Upstream is Directus's URL as the proxy reaches it (default
+	// directus.url).
+	Upstream string `yaml:"upstream"`
+	// MaxConnections bounds the requests forwarded at once (default 256);
+	// MaxWebsockets the websockets open at once (default 1024).
+	MaxConnections int `yaml:"max_connections"`
+	MaxWebsockets  int `yaml:"max_websockets"`
+	// QueueTimeout: how long a request waits for a free connection before
+	// a 503 (default 5s).
+	QueueTimeout bridge.Duration `yaml:"queue_timeout"`
+	// ResponseTimeout bounds the wait for Directus's response headers
+	// (default 60s); bodies stream without a bound.
+	ResponseTimeout bridge.Duration `yaml:"response_timeout"`
 }
 
 // DirectusConfig says where Directus is and how to reach it.
@@ -167,6 +192,21 @@ func (c *Config) setDefaults() {
 	c.Limits.SetDefaults()
 	if c.Admin.TokenEnv == "" {
 		c.Admin.TokenEnv = "DIRECTUS_BRIDGE_ADMIN_TOKEN"
+	}
+	if c.Proxy.Upstream == "" {
+		c.Proxy.Upstream = c.Directus.URL
+	}
+	if c.Proxy.MaxConnections == 0 {
+		c.Proxy.MaxConnections = proxy.DefaultMaxConnections
+	}
+	if c.Proxy.MaxWebsockets == 0 {
+		c.Proxy.MaxWebsockets = proxy.DefaultMaxWebsockets
+	}
+	if c.Proxy.QueueTimeout == 0 {
+		c.Proxy.QueueTimeout = bridge.Duration(proxy.DefaultQueueTimeout)
+	}
+	if c.Proxy.ResponseTimeout == 0 {
+		c.Proxy.ResponseTimeout = bridge.Duration(proxy.DefaultResponseTimeout)
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -378,6 +418,31 @@ func (c *Config) problems() []Problem {
 			} else {
 				bad("admin.token_env", "environment variable %s must hold at least 32 characters (has %d)", capped(c.Admin.TokenEnv), n)
 			}
+		}
+	}
+	if c.Proxy.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Proxy.Listen); err != nil {
+			bad("proxy.listen", "%q is not host:port", capped(c.Proxy.Listen))
+		} else if c.Proxy.Listen == c.Listen || c.Proxy.Listen == c.Admin.Listen {
+			bad("proxy.listen", "must differ from listen and admin.listen: it forwards everything it gets to Directus")
+		}
+		if u, err := url.Parse(c.Proxy.Upstream); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			bad("proxy.upstream", "want an http(s) URL without query, fragment or user info") // not shown: it may hold credentials
+		}
+	}
+	if n := c.Proxy.MaxConnections; n < 1 || n > 100000 {
+		bad("proxy.max_connections", "want 1 to 100000, got %d", n)
+	}
+	if n := c.Proxy.MaxWebsockets; n < 1 || n > 1000000 {
+		bad("proxy.max_websockets", "want 1 to 1000000, got %d", n)
+	}
+	for _, d := range []struct {
+		path string
+		v    bridge.Duration
+	}{{"proxy.queue_timeout", c.Proxy.QueueTimeout}, {"proxy.response_timeout", c.Proxy.ResponseTimeout}} {
+		if d.v.D() < 0 || d.v.D() > time.Hour {
+			bad(d.path, "want 0 to 1h, got %s", d.v.D())
 		}
 	}
 	switch c.Log.Level {

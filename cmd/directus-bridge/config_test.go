@@ -249,3 +249,48 @@ func TestPostgresStateOpenErrorHidesThePassword(t *testing.T) {
 		t.Fatalf("error %q: want the variable's name and the cause, never the password", err)
 	}
 }
+
+func TestProxyConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string // "path: words" of each proxy problem, in order
+	}{
+		{name: "off by default", yaml: "{}"},
+		{name: "on", yaml: "{listen: 127.0.0.1:8055}"},
+		{name: "not host:port", yaml: "{listen: nowhere}", want: []string{`proxy.listen: "nowhere" is not host:port`}},
+		{name: "the exchange listener", yaml: "{listen: 127.0.0.1:8080}", want: []string{"proxy.listen: must differ from listen"}},
+		{name: "upstream with credentials", yaml: "{listen: 127.0.0.1:8055, upstream: 'http://u:s3cret-pw@d:8055'}",
+			want: []string{"proxy.upstream: want an http(s) URL"}},
+		{name: "upstream with a query", yaml: "{listen: 127.0.0.1:8055, upstream: 'http://d:8055/?a=1'}", want: []string{"proxy.upstream: want an http(s) URL"}},
+		{name: "limits", yaml: "{max_connections: -1, max_websockets: 2000000, queue_timeout: 2h, response_timeout: -1s}",
+			want: []string{"proxy.max_connections: want 1 to 100000", "proxy.max_websockets: want 1 to 1000000",
+				"proxy.queue_timeout: want 0 to 1h", "proxy.response_timeout: want 0 to 1h"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseConfig([]byte("listen: 127.0.0.1:8080\ndirectus: {url: 'http://127.0.0.1:8055'}\nproxy: " + tc.yaml + "\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []Problem
+			for _, p := range c.problems() {
+				if strings.HasPrefix(p.Path, "proxy") {
+					got = append(got, p)
+				}
+				if strings.Contains(p.Error(), "s3cret-pw") {
+					t.Errorf("a problem shows the credentials: %v", p)
+				}
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("problems %v, want %v", got, tc.want)
+			}
+			for i, p := range got {
+				if s := p.Path + ": " + p.Msg; !strings.HasPrefix(s, tc.want[i]) {
+					t.Errorf("problem %d = %q, want %q...", i, s, tc.want[i])
+				}
+			}
+			if tc.name == "on" && c.Proxy.Upstream != "http://127.0.0.1:8055" {
+				t.Errorf("upstream defaults to %q, want directus.url", c.Proxy.Upstream)
+			}
+		})
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/signal"
 	"sync"
@@ -36,6 +37,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/directus-bridge/directus-bridge/bridge"
+	"github.com/directus-bridge/directus-bridge/bridge/proxy"
 	"github.com/directus-bridge/directus-bridge/directus"
 )
 
@@ -349,11 +351,32 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 		go func() { errc <- fmt.Errorf("admin listener: %w", admin.ListenAndServe()) }()
 		log.Info("admin listener serving", "listen", cfg.Admin.Listen)
 	}
+	px, err := proxyServer(cfg, bs, proxies, log)
+	if err != nil {
+		srv.Close()
+		if admin != nil {
+			admin.Close()
+		}
+		return err
+	}
+	if px != nil {
+		go func() {
+			if cfg.TLS.CertFile != "" {
+				errc <- fmt.Errorf("proxy listener: %w", px.ListenAndServeTLS(cfg.TLS.CertFile, cfg.TLS.KeyFile))
+				return
+			}
+			errc <- fmt.Errorf("proxy listener: %w", px.ListenAndServe())
+		}()
+		log.Info("proxy listener serving", "listen", cfg.Proxy.Listen, "upstream", cfg.Proxy.Upstream)
+	}
 	log.Info("directus-bridge serving", "listen", cfg.Listen, "version", version, "issuers", len(cfg.Issuers), "rules", len(cfg.Rules))
 	closeAll := func() {
 		srv.Close()
 		if admin != nil {
 			admin.Close()
+		}
+		if px != nil {
+			px.Close()
 		}
 	}
 	select {
@@ -377,10 +400,47 @@ func runServer(ctx context.Context, path string, cfg *Config, log *slog.Logger) 
 			errs = append(errs, fmt.Errorf("admin listener: %w", err))
 		}
 	}
+	if px != nil {
+		// Websockets (hijacked) are not waited for: they close with the
+		// process, and their clients reconnect.
+		if err := px.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, fmt.Errorf("proxy listener: %w", err))
+		}
+	}
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// proxyServer is the proxy listener's server, or nil when proxy.listen is
+// not set. It has no read or write deadline: bodies stream (a large upload
+// or download takes as long as it takes) and websockets stay open; headers
+// must arrive within 10s and an idle connection is closed after 2m.
+func proxyServer(cfg *Config, bs *bridge.Server, trusted []netip.Prefix, log *slog.Logger) (*http.Server, error) {
+	if cfg.Proxy.Listen == "" {
+		return nil, nil
+	}
+	up, err := url.Parse(cfg.Proxy.Upstream)
+	if err != nil {
+		return nil, fmt.Errorf("proxy.upstream: %w", err) // validated
+	}
+	p, err := proxy.New(proxy.Options{
+		Upstream: up, Exchanger: bs, Logger: log, TrustedProxies: trusted,
+		MaxConnections: cfg.Proxy.MaxConnections, MaxWebsockets: cfg.Proxy.MaxWebsockets,
+		QueueTimeout: cfg.Proxy.QueueTimeout.D(), ResponseTimeout: cfg.Proxy.ResponseTimeout.D(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &http.Server{
+		Addr:              cfg.Proxy.Listen,
+		Handler:           p,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}, nil
 }
 
 // adminServer is the admin listener's server, or nil when admin.listen is

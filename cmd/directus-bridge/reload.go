@@ -19,7 +19,7 @@ import (
 // the Directus connection, how machine users are named, logging, the
 // watcher's interval, and the admin listener and its token. A reload names
 // them when they changed and leaves them as they were.
-var restartOnly = []string{"listen", "tls", "trusted_proxies", "state", "directus", "users", "log", "reconcile.watch_interval", "admin"}
+var restartOnly = []string{"listen", "tls", "trusted_proxies", "state", "directus", "users", "log", "reconcile.watch_interval", "admin", "proxy"}
 
 // changedKeys lists the YAML paths (top level, and one level into structs)
 // whose values differ between a and b.
