@@ -664,4 +664,3 @@ func TestWebsocketBound(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
