@@ -321,11 +321,11 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		if bridge.RequestID(ctx) == "" {
 			ctx = bridge.WithRequestID(ctx, bridge.NewRequestID(""))
 		}
-		res, e := p.o.Exchanger.Swap(ctx, in, subject)
+		swapped, e := p.o.Exchanger.Swap(ctx, in, subject)
 		if e != nil {
 			return refusedToken, true
 		}
-		return res.Token, true
+		return swapped.Token, true
 	})
 	return nil
 }
