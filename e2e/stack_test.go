@@ -25,6 +25,7 @@ const StackEnv = "DIRECTUS_BRIDGE_STACK"
 type Stack struct {
 	Directus    []DirectusInstance `json:"directus"`
 	IdP         IdP                `json:"idp"`
+	SDK         *SDK               `json:"sdk"`
 	StackScript string             `json:"stack_script"`
 	Dir         string             `json:"dir"`
 }
@@ -36,6 +37,14 @@ type DirectusInstance struct {
 	Database   string `json:"database"`
 	URL        string `json:"url"`
 	AdminToken string `json:"admin_token"`
+}
+
+// SDK is the official Directus JavaScript SDK as the stack installed it,
+// with the Node it needs.
+type SDK struct {
+	Dir     string `json:"dir"`
+	Node    string `json:"node"`
+	Version string `json:"version"`
 }
 
 // Major returns the major version.

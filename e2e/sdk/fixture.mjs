@@ -69,6 +69,7 @@ async function up({ url, admin_token, admin_email, admin_password }) {
     fixture.policy = policy.id;
     const role = await call("POST", "/roles", { name: `sdk-check ${suffix}`, icon: "smart_toy" });
     fixture.role = role.id;
+    fixture.role_name = role.name;
     await call("POST", "/access", { role: role.id, policy: policy.id });
     const token = randomBytes(32).toString("hex");
     const user = await call("POST", "/users", {
