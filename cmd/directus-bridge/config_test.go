@@ -294,3 +294,28 @@ func TestProxyConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestDocsProxyConfig: the hook migration written as a proxy-mode
+// configuration in docs/proxy.md is a valid configuration as it stands.
+func TestDocsProxyConfig(t *testing.T) {
+	b, err := os.ReadFile("../../docs/proxy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "```yaml\n")
+	block, _, closed := strings.Cut(rest, "```")
+	if !ok || !closed {
+		t.Fatal("docs/proxy.md has no yaml block")
+	}
+	t.Setenv("DIRECTUS_BRIDGE_DIRECTUS_TOKEN", "a-token-from-the-environment")
+	c, err := ParseConfig([]byte(block))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("the configuration in docs/proxy.md is invalid:\n%v", err)
+	}
+	if c.Proxy.Listen == "" || len(c.Issuers) != 1 || c.Issuers[0].UserIDs != "hook" || len(c.Rules) != 1 {
+		t.Errorf("the documented configuration is not the hook's setup in proxy mode: %+v", c)
+	}
+}
