@@ -298,8 +298,12 @@ func (p *Proxy) trusted(addr string) bool {
 	return false
 }
 
-// modifyResponse puts the websocket filter on an upgraded connection.
+// modifyResponse hides the static token from the answer to a swapped
+// request and puts the websocket filter on an upgraded connection.
 func (p *Proxy) modifyResponse(res *http.Response) error {
+	if s := swapOf(res.Request.Context()); s != nil {
+		s.hide(res)
+	}
 	if res.StatusCode != http.StatusSwitchingProtocols {
 		return nil
 	}
@@ -328,6 +332,34 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 		return swapped.Token, true
 	})
 	return nil
+}
+
+// hide puts the client's own token back where Directus echoed the static
+// token it was swapped for in a response header: Directus's app server
+// redirects a directory to the same URL with a trailing slash, query and
+// its access_token included. The body of such a redirect, which repeats
+// the URL, is dropped. Bodies of other answers are not read.
+func (s *swap) hide(res *http.Response) {
+	forms := [][2]string{{s.token, s.subject}}
+	if q := url.QueryEscape(s.token); q != s.token {
+		forms = append(forms, [2]string{q, url.QueryEscape(s.subject)})
+	}
+	hidden := false
+	for _, vs := range res.Header {
+		for i, v := range vs {
+			for _, f := range forms {
+				if strings.Contains(v, f[0]) {
+					v, hidden = strings.ReplaceAll(v, f[0], f[1]), true
+				}
+			}
+			vs[i] = v
+		}
+	}
+	if hidden && res.StatusCode >= 300 && res.StatusCode < 400 {
+		_ = res.Body.Close()
+		res.Body, res.ContentLength = http.NoBody, 0
+		res.Header.Set("Content-Length", "0")
+	}
 }
 
 // refusedToken replaces a refused IdP token in a websocket auth message:
@@ -401,6 +433,7 @@ func (t *replayTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 		again.Body = body
 	}
 	s.cred.replace(again, s.token, next.Token)
+	s.token = next.Token // the one Directus now holds (see swap.hide)
 	return t.base.RoundTrip(again)
 }
 
