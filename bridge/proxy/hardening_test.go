@@ -53,3 +53,21 @@ func TestRedirectDoesNotLeakStaticToken(t *testing.T) {
 		}
 	}
 }
+
+// Directus's query parser takes [access_token]=T as access_token=T: an IdP
+// token there is refused, not passed on unswapped (Directus would read it
+// and log it, its log redacting only access_token=).
+func TestQueryParserSpellingsRefused(t *testing.T) {
+	up := newUpstream(t)
+	ex := newFakeExchanger()
+	_, px, _ := newTestProxy(t, up.srv.URL, ex, Options{})
+	for _, q := range []string{"[access_token]=" + idpToken, "%5Baccess_token%5D=" + idpToken, "access_token[x=a.b]=" + idpToken} {
+		res, _ := do(t, "GET", px.URL+"/items/x?"+q, nil, nil)
+		if res.StatusCode != 400 {
+			t.Errorf("%s: status %d, want 400", q, res.StatusCode)
+		}
+	}
+	if got := up.requests(); len(got) != 0 {
+		t.Errorf("Directus got %d requests, want none: %+v", len(got), got)
+	}
+}
