@@ -1,9 +1,13 @@
 package proxy
 
 import (
+	"bufio"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Directus's app server (express.static) answers a directory without its
@@ -69,5 +73,36 @@ func TestQueryParserSpellingsRefused(t *testing.T) {
 	}
 	if got := up.requests(); len(got) != 0 {
 		t.Errorf("Directus got %d requests, want none: %+v", len(got), got)
+	}
+}
+
+// A small body is read whole before it is forwarded (to send it again
+// after a rotation): a client that stops sending it must not hold its
+// upstream slot for ever.
+func TestSlowReplayBodyTimesOut(t *testing.T) {
+	up := newUpstream(t)
+	ex := newFakeExchanger()
+	p, px, _ := newTestProxy(t, up.srv.URL, ex, Options{MaxConnections: 1, QueueTimeout: 100 * time.Millisecond})
+	p.bodyTimeout = 300 * time.Millisecond
+	c, err := net.Dial("tcp", px.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = io.WriteString(c, "POST /items/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+idpToken+"\r\nContent-Length: 100\r\n\r\n0123456789")
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body: %v", err)
+	}
+	if res.StatusCode != 400 {
+		t.Errorf("status %d, want 400", res.StatusCode)
+	}
+	// The slot is free again.
+	if res, _ := do(t, "GET", px.URL+"/items/x", nil, nil); res.StatusCode != 200 {
+		t.Errorf("next request: %d, want 200", res.StatusCode)
+	}
+	if got := up.requests(); len(got) != 1 {
+		t.Errorf("Directus got %d requests, want 1", len(got))
 	}
 }

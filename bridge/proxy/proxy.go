@@ -90,7 +90,15 @@ type Proxy struct {
 	rp      *httputil.ReverseProxy
 	conns   chan struct{} // a slot per request forwarded
 	sockets chan struct{} // a slot per websocket
+	// bodyTimeout bounds reading a body held for a replay (replayBodyTimeout).
+	bodyTimeout time.Duration
 }
+
+// replayBodyTimeout bounds reading a body held for a replay (at most
+// MaxReplayBytes): the proxy reads it before Directus sees the request,
+// so no timeout of Directus's applies, and a client that stops sending
+// it would hold its upstream slot for ever.
+const replayBodyTimeout = 30 * time.Second
 
 // New builds a Proxy; it makes no request.
 func New(o Options) (*Proxy, error) {
@@ -124,7 +132,8 @@ func New(o Options) (*Proxy, error) {
 	if o.MaxReplayBytes == 0 {
 		o.MaxReplayBytes = DefaultMaxReplayBytes
 	}
-	p := &Proxy{o: o, log: o.Logger, conns: make(chan struct{}, o.MaxConnections), sockets: make(chan struct{}, o.MaxWebsockets)}
+	p := &Proxy{o: o, log: o.Logger, conns: make(chan struct{}, o.MaxConnections), sockets: make(chan struct{}, o.MaxWebsockets),
+		bodyTimeout: replayBodyTimeout}
 	tr := o.Transport
 	if tr == nil {
 		tr = &http.Transport{
@@ -224,10 +233,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	out := r.WithContext(context.WithValue(ctx, swapKey, s))
 	if n := r.ContentLength; n > 0 && n <= p.o.MaxReplayBytes && !websocket {
 		body := make([]byte, n)
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Now().Add(p.bodyTimeout))
 		if _, err := io.ReadFull(r.Body, body); err != nil {
+			// The deadline stays: the server gives up the rest of the body
+			// at once instead of waiting for it, and closes the connection.
+			w.Header().Set("Connection", "close")
 			apiError{Status: 400, Code: codeInvalidPayload, Message: "Invalid payload. The request body could not be read."}.write(w)
 			return
 		}
+		_ = rc.SetReadDeadline(time.Time{})
 		out.Body = io.NopCloser(bytes.NewReader(body))
 		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
