@@ -47,20 +47,16 @@ func credentials(h http.Header, rawQuery string) []credential {
 	for _, part := range strings.Split(rawQuery, "&") {
 		found := ""
 		k, v, _ := strings.Cut(part, "=")
-		if key, err := url.QueryUnescape(k); err == nil && strings.HasPrefix(key, "access_token") {
+		// qsRoot: the query may be re-encoded from these decoded parts
+		// (see sentQuery), which qs then names by their root.
+		if key, err := url.QueryUnescape(k); err == nil && qsRoot(key) == "access_token" {
 			val, err := url.QueryUnescape(v)
 			bad := err != nil // Directus's parser then takes v as it is
 			if bad {
 				val = v
 			}
-			switch {
-			case key == "access_token":
-				out = append(out, credential{where: inQuery, value: val, malformed: k != key || bad})
-				found = val
-			case strings.HasPrefix(key, "access_token["):
-				out = append(out, credential{where: inQuery, value: val, malformed: true})
-				found = val
-			}
+			out = append(out, credential{where: inQuery, value: val, malformed: k != key || bad || key != "access_token"})
+			found = val
 		}
 		// Directus's parser (qs) splits and names some parts otherwise:
 		// what it reads as access_token and the above did not is never
@@ -89,18 +85,23 @@ func qsAccessToken(part string) (string, bool) {
 	if pos >= 0 {
 		key, val = part[:pos], part[pos+1:]
 	}
-	key = jsDecode(key)
-	root := key
-	if i := strings.IndexByte(key, '['); i >= 0 {
-		root = key[:i]
-		if j := strings.IndexByte(key[i+1:], ']'); root == "" && j >= 0 && !strings.Contains(key[i+1:i+1+j], "[") {
-			root = key[i+1 : i+1+j]
-		}
-	}
-	if root != "access_token" {
+	if qsRoot(jsDecode(key)) != "access_token" {
 		return "", false
 	}
 	return jsDecode(val), true
+}
+
+// qsRoot is the name qs files the decoded key under: what precedes its
+// first "[", or, when nothing does, the first bracketed segment.
+func qsRoot(key string) string {
+	i := strings.IndexByte(key, '[')
+	if i < 0 {
+		return key
+	}
+	if j := strings.IndexByte(key[i+1:], ']'); i == 0 && j >= 0 && !strings.Contains(key[1:1+j], "[") {
+		return key[1 : 1+j]
+	}
+	return key[:i]
 }
 
 // jsDecode decodes s as qs does: "+" is a space, then decodeURIComponent,

@@ -92,3 +92,13 @@ func FuzzCredentials(f *testing.F) {
 		}
 	})
 }
+
+// A query re-encoded from its decoded parts (see sentQuery) is read by qs
+// under each part's root: such a part is a credential already.
+func TestCredentialsOfReencodedParts(t *testing.T) {
+	got := credentials(http.Header{}, "%5Baccess_token%5Dq=a.b%5D%3Dxy")
+	want := []credential{{where: inQuery, value: "a.b]=xy", malformed: true}}
+	if diff := cmp.Diff(want, got, cmp.AllowUnexported(credential{})); diff != "" {
+		t.Errorf("credentials (-want +got):\n%s", diff)
+	}
+}

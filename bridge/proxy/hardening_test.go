@@ -106,3 +106,28 @@ func TestSlowReplayBodyTimesOut(t *testing.T) {
 		t.Errorf("Directus got %d requests, want 1", len(got))
 	}
 }
+
+// net/http's reverse proxy re-encodes a query it cannot parse (a ";" or a
+// bad escape anywhere) before sending it: the credentials are looked for
+// in the query Directus gets, not only in the one the client wrote.
+func TestCredentialsReadFromTheQuerySent(t *testing.T) {
+	up := newUpstream(t)
+	ex := newFakeExchanger()
+	_, px, _ := newTestProxy(t, up.srv.URL, ex, Options{})
+	// As written, qs reads access_token=xy here; re-encoded it reads
+	// access_token=<the IdP token>]=xy.
+	for _, q := range []string{"[access_token]q=" + idpToken + "]=xy&a=;", "[access_token]q=" + idpToken + "]=xy&a=%zz"} {
+		res, _ := do(t, "GET", px.URL+"/items/x?"+q, nil, nil)
+		if res.StatusCode != 400 {
+			t.Errorf("%s: status %d, want 400", q, res.StatusCode)
+		}
+	}
+	if got := up.requests(); len(got) != 0 {
+		t.Errorf("Directus got %d requests, want none: %+v", len(got), got)
+	}
+	// A query that is re-encoded still has its token swapped.
+	res, _ := do(t, "GET", px.URL+"/items/x?access_token="+idpToken+"&a=;", nil, nil)
+	if got := up.requests(); res.StatusCode != 200 || len(got) != 1 || got[0].rawQuery != "access_token=dbr_idp-header_payload_sig" {
+		t.Errorf("status %d, Directus got %+v", res.StatusCode, got)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -197,6 +198,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() { <-slots }()
 
 	creds := credentials(r.Header, r.URL.RawQuery)
+	if q := sentQuery(r.URL.RawQuery); q != r.URL.RawQuery {
+		// Directus gets the query re-encoded: what it then reads counts too.
+		for _, c := range credentials(nil, q) {
+			if !slices.Contains(creds, c) {
+				creds = append(creds, c)
+			}
+		}
+	}
 	var idp *credential
 	trusted := 0
 	for i := range creds {
@@ -247,6 +256,27 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
 	p.rp.ServeHTTP(w, out)
+}
+
+// sentQuery is the query net/http's reverse proxy sends for q: q itself,
+// or, when q holds a ";" or a bad escape, q re-encoded from the parts
+// url.ParseQuery accepts (as its cleanQueryParams does).
+func sentQuery(q string) string {
+	for i := 0; i < len(q); i++ {
+		switch {
+		case q[i] == ';':
+		case q[i] == '%' && (i+2 >= len(q) || !isHex(q[i+1]) || !isHex(q[i+2])):
+		default:
+			continue
+		}
+		v, _ := url.ParseQuery(q)
+		return v.Encode()
+	}
+	return q
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // acquire takes a slot, waiting at most d.
