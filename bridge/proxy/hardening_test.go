@@ -131,3 +131,31 @@ func TestCredentialsReadFromTheQuerySent(t *testing.T) {
 		t.Errorf("status %d, Directus got %+v", res.StatusCode, got)
 	}
 }
+
+// An Upgrade header without Connection: upgrade is not an upgrade (the
+// reverse proxy sends an ordinary request): such a request counts against
+// max_connections, not against max_websockets, which it would otherwise
+// use to pass the bound.
+func TestUpgradeHeaderAloneIsNotAWebsocket(t *testing.T) {
+	up := newUpstream(t)
+	hold := make(chan struct{})
+	entered := make(chan struct{}, 4)
+	up.answer = func(w http.ResponseWriter, r *http.Request) bool { entered <- struct{}{}; <-hold; return false }
+	_, px, _ := newTestProxy(t, up.srv.URL, newFakeExchanger(), Options{MaxConnections: 1, QueueTimeout: 100 * time.Millisecond})
+	done := make(chan struct{})
+	go func() { defer close(done); do(t, "GET", px.URL+"/items/x", nil, nil) }()
+	<-entered
+	c, err := net.Dial("tcp", px.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = io.WriteString(c, "GET /items/x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	close(hold)
+	<-done
+	if err != nil || res.StatusCode != 503 {
+		t.Errorf("second request with Upgrade alone: %v %v, want 503 (bound)", res, err)
+	}
+}

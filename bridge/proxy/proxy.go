@@ -482,11 +482,28 @@ func (t *replayTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 	return t.base.RoundTrip(again)
 }
 
-// isWebsocket reports whether h asks to upgrade to a websocket.
+// isWebsocket reports whether h asks to upgrade to a websocket: an
+// Upgrade header the reverse proxy acts on, named in Connection.
 func isWebsocket(h http.Header) bool {
+	if !hasToken(h["Connection"], "upgrade") {
+		return false
+	}
 	for _, v := range h["Upgrade"] {
 		if strings.EqualFold(strings.TrimSpace(v), "websocket") {
 			return true
+		}
+	}
+	return false
+}
+
+// hasToken reports whether the comma-separated values vs hold token (in
+// any case).
+func hasToken(vs []string, token string) bool {
+	for _, v := range vs {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
 		}
 	}
 	return false
