@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bufio"
+	"encoding/base64"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -157,5 +159,24 @@ func TestUpgradeHeaderAloneIsNotAWebsocket(t *testing.T) {
 	<-done
 	if err != nil || res.StatusCode != 503 {
 		t.Errorf("second request with Upgrade alone: %v %v, want 503 (bound)", res, err)
+	}
+}
+
+// The token put in place of a refused websocket auth message must be one
+// Directus can never accept. Directus looks any token that is not its own
+// JWT up as a static token, which an admin may set to any string; a JWT of
+// issuer "directus" it verifies against its secret, which this one's
+// signature cannot match.
+func TestRefusedTokenIsNoStaticToken(t *testing.T) {
+	parts := strings.Split(refusedToken, ".")
+	if len(parts) != 3 {
+		t.Fatalf("refusedToken %q is not a JWT", refusedToken)
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	var claims struct {
+		Iss string `json:"iss"`
+	}
+	if err != nil || json.Unmarshal(payload, &claims) != nil || claims.Iss != "directus" {
+		t.Errorf("refusedToken payload %q: want iss directus", payload)
 	}
 }

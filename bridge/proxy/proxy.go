@@ -409,8 +409,12 @@ func (s *swap) hide(res *http.Response) {
 
 // refusedToken replaces a refused IdP token in a websocket auth message:
 // Directus then refuses it itself, with its own error message, and the
-// IdP token never reaches it.
-const refusedToken = "refused-by-directus-bridge"
+// IdP token never reaches it. It is a JWT of issuer "directus"
+// ({"iss":"directus","refused_by":"directus-bridge"}) with a signature
+// that is no HMAC: Directus verifies such a token against its secret and
+// never looks it up as a static token, which an admin may set to any
+// string.
+const refusedToken = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJkaXJlY3R1cyIsInJlZnVzZWRfYnkiOiJkaXJlY3R1cy1icmlkZ2UifQ.cmVmdXNlZC1ieS1kaXJlY3R1cy1icmlkZ2U"
 
 // upstreamError answers a request Directus did not answer.
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
