@@ -385,6 +385,9 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 // its access_token included. The body of such a redirect, which repeats
 // the URL, is dropped. Bodies of other answers are not read.
 func (s *swap) hide(res *http.Response) {
+	if s.token == "" {
+		return
+	}
 	forms := [][2]string{{s.token, s.subject}}
 	if q := url.QueryEscape(s.token); q != s.token {
 		forms = append(forms, [2]string{q, url.QueryEscape(s.subject)})
