@@ -180,3 +180,32 @@ func TestRefusedTokenIsNoStaticToken(t *testing.T) {
 		t.Errorf("refusedToken payload %q: want iss directus", payload)
 	}
 }
+
+// After a replay, the token hidden in the answer is the one sent last.
+func TestRedirectAfterReplayHidesTheNewToken(t *testing.T) {
+	up := newUpstream(t)
+	live := "dbr_new"
+	up.answer = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Query().Get("access_token") != live {
+			w.WriteHeader(401)
+			return true
+		}
+		w.Header().Set("Location", r.URL.Path+"/?"+r.URL.RawQuery)
+		w.WriteHeader(http.StatusMovedPermanently)
+		return true
+	}
+	ex := newFakeExchanger()
+	ex.set(idpToken, "dbr_old")
+	ex.onSwap = func(string, int) { ex.set(idpToken, "dbr_new") }
+	_, px, _ := newTestProxy(t, up.srv.URL, ex, Options{})
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", px.URL+"/admin/assets?access_token="+idpToken, nil)
+	res, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if loc := res.Header.Get("Location"); res.StatusCode != 301 || loc != "/admin/assets/?access_token="+idpToken {
+		t.Errorf("%d Location = %q, want the client's own token back", res.StatusCode, loc)
+	}
+}
