@@ -209,3 +209,20 @@ func TestRedirectAfterReplayHidesTheNewToken(t *testing.T) {
 		t.Errorf("%d Location = %q, want the client's own token back", res.StatusCode, loc)
 	}
 }
+
+func TestIsWebsocketAsTheReverseProxyReadsIt(t *testing.T) {
+	for _, tc := range []struct {
+		h    http.Header
+		want bool
+	}{
+		{http.Header{"Upgrade": {"websocket"}}, false},
+		{http.Header{"Upgrade": {"websocket"}, "Connection": {"keep-alive, Upgrade"}}, true},
+		{http.Header{"Upgrade": {"WebSocket"}, "Connection": {"upgrade"}}, true},
+		{http.Header{"Upgrade": {"h2c", "websocket"}, "Connection": {"upgrade"}}, false},
+		{http.Header{"Upgrade": {"websocket"}, "Connection": {"close"}}, false},
+	} {
+		if got := isWebsocket(tc.h); got != tc.want {
+			t.Errorf("isWebsocket(%v) = %v, want %v", tc.h, got, tc.want)
+		}
+	}
+}

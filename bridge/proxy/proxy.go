@@ -489,18 +489,11 @@ func (t *replayTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 	return t.base.RoundTrip(again)
 }
 
-// isWebsocket reports whether h asks to upgrade to a websocket: an
-// Upgrade header the reverse proxy acts on, named in Connection.
+// isWebsocket reports whether h asks to upgrade to a websocket as the
+// reverse proxy reads it: Connection names upgrade, and the first Upgrade
+// header (the one it sends on) is websocket.
 func isWebsocket(h http.Header) bool {
-	if !hasToken(h["Connection"], "upgrade") {
-		return false
-	}
-	for _, v := range h["Upgrade"] {
-		if strings.EqualFold(strings.TrimSpace(v), "websocket") {
-			return true
-		}
-	}
-	return false
+	return hasToken(h["Connection"], "upgrade") && strings.EqualFold(strings.TrimSpace(h.Get("Upgrade")), "websocket")
 }
 
 // hasToken reports whether the comma-separated values vs hold token (in
