@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"unicode/utf8"
 )
 
 // where is a place of a request where Directus looks for an access token.
@@ -44,24 +45,74 @@ func credentials(h http.Header, rawQuery string) []credential {
 		return out // the common case: nothing to decode
 	}
 	for _, part := range strings.Split(rawQuery, "&") {
+		found := ""
 		k, v, _ := strings.Cut(part, "=")
-		key, err := url.QueryUnescape(k)
-		if err != nil || !strings.HasPrefix(key, "access_token") {
-			continue
+		// qsRoot: the query may be re-encoded from these decoded parts
+		// (see sentQuery), which qs then names by their root.
+		if key, err := url.QueryUnescape(k); err == nil && qsRoot(key) == "access_token" {
+			val, err := url.QueryUnescape(v)
+			bad := err != nil // Directus's parser then takes v as it is
+			if bad {
+				val = v
+			}
+			out = append(out, credential{where: inQuery, value: val, malformed: k != key || bad || key != "access_token"})
+			found = val
 		}
-		val, err := url.QueryUnescape(v)
-		bad := err != nil // Directus's parser then takes v as it is
-		if bad {
-			val = v
-		}
-		switch {
-		case key == "access_token":
-			out = append(out, credential{where: inQuery, value: val, malformed: k != key || bad})
-		case strings.HasPrefix(key, "access_token["):
+		// Directus's parser (qs) splits and names some parts otherwise:
+		// what it reads as access_token and the above did not is never
+		// swapped, so refused when it is the bridge's.
+		if val, ok := qsAccessToken(part); ok && val != found {
 			out = append(out, credential{where: inQuery, value: val, malformed: true})
 		}
 	}
 	return out
+}
+
+// qsAccessToken returns the value of part, one &-separated part of a query,
+// when Directus's query parser (qs) files it under access_token: it reads
+// %5B and %5D as brackets, splits at "]=" when there is one, decodes what
+// it can, and names a key by its first bracketed segment when nothing
+// precedes it ("[access_token]").
+func qsAccessToken(part string) (string, bool) {
+	part = strings.NewReplacer("%5B", "[", "%5b", "[", "%5D", "]", "%5d", "]").Replace(part)
+	pos := strings.Index(part, "]=")
+	if pos >= 0 {
+		pos++
+	} else {
+		pos = strings.Index(part, "=")
+	}
+	key, val := part, ""
+	if pos >= 0 {
+		key, val = part[:pos], part[pos+1:]
+	}
+	if qsRoot(jsDecode(key)) != "access_token" {
+		return "", false
+	}
+	return jsDecode(val), true
+}
+
+// qsRoot is the name qs files the decoded key under: what precedes its
+// first "[", or, when nothing does, the first bracketed segment.
+func qsRoot(key string) string {
+	i := strings.IndexByte(key, '[')
+	if i < 0 {
+		return key
+	}
+	if j := strings.IndexByte(key[i+1:], ']'); i == 0 && j >= 0 && !strings.Contains(key[1:1+j], "[") {
+		return key[1 : 1+j]
+	}
+	return key[:i]
+}
+
+// jsDecode decodes s as qs does: "+" is a space, then decodeURIComponent,
+// and s (its "+" replaced) when that fails.
+func jsDecode(s string) string {
+	s = strings.ReplaceAll(s, "+", " ")
+	d, err := url.PathUnescape(s)
+	if err != nil || !utf8.ValidString(d) {
+		return s
+	}
+	return d
 }
 
 // replace puts token in place of old, the value of c, in out: a copy of

@@ -30,6 +30,12 @@ func TestCredentials(t *testing.T) {
 		{name: "query array", query: "access_token[]=xyz", want: []credential{{where: inQuery, value: "xyz", malformed: true}}},
 		{name: "query object", query: "access_token%5Ba%5D=xyz", want: []credential{{where: inQuery, value: "xyz", malformed: true}}},
 		{name: "other key with the prefix", query: "access_tokens=xyz"},
+		// Directus's query parser (qs) reads these as access_token too.
+		{name: "bracketed name", query: "a=1&[access_token]=xyz", want: []credential{{where: inQuery, value: "xyz", malformed: true}}},
+		{name: "bracketed name escaped", query: "%5Baccess_token%5D=xyz", want: []credential{{where: inQuery, value: "xyz", malformed: true}}},
+		{name: "equals inside brackets", query: "access_token[x=a.b]=xyz",
+			want: []credential{{where: inQuery, value: "a.b]=xyz", malformed: true}, {where: inQuery, value: "xyz", malformed: true}}},
+		{name: "nested bracketed name", query: "a[access_token]=xyz"},
 		{name: "header and query", header: []string{"Bearer a"}, query: "access_token=b",
 			want: []credential{{where: inHeader, value: "a"}, {where: inQuery, value: "b"}}},
 	} {
@@ -85,4 +91,14 @@ func FuzzCredentials(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A query re-encoded from its decoded parts (see sentQuery) is read by qs
+// under each part's root: such a part is a credential already.
+func TestCredentialsOfReencodedParts(t *testing.T) {
+	got := credentials(http.Header{}, "%5Baccess_token%5Dq=a.b%5D%3Dxy")
+	want := []credential{{where: inQuery, value: "a.b]=xy", malformed: true}}
+	if diff := cmp.Diff(want, got, cmp.AllowUnexported(credential{})); diff != "" {
+		t.Errorf("credentials (-want +got):\n%s", diff)
+	}
 }

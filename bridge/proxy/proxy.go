@@ -12,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -90,7 +91,15 @@ type Proxy struct {
 	rp      *httputil.ReverseProxy
 	conns   chan struct{} // a slot per request forwarded
 	sockets chan struct{} // a slot per websocket
+	// bodyTimeout bounds reading a body held for a replay (replayBodyTimeout).
+	bodyTimeout time.Duration
 }
+
+// replayBodyTimeout bounds reading a body held for a replay (at most
+// MaxReplayBytes): the proxy reads it before Directus sees the request,
+// so no timeout of Directus's applies, and a client that stops sending
+// it would hold its upstream slot for ever.
+const replayBodyTimeout = 30 * time.Second
 
 // New builds a Proxy; it makes no request.
 func New(o Options) (*Proxy, error) {
@@ -124,7 +133,8 @@ func New(o Options) (*Proxy, error) {
 	if o.MaxReplayBytes == 0 {
 		o.MaxReplayBytes = DefaultMaxReplayBytes
 	}
-	p := &Proxy{o: o, log: o.Logger, conns: make(chan struct{}, o.MaxConnections), sockets: make(chan struct{}, o.MaxWebsockets)}
+	p := &Proxy{o: o, log: o.Logger, conns: make(chan struct{}, o.MaxConnections), sockets: make(chan struct{}, o.MaxWebsockets),
+		bodyTimeout: replayBodyTimeout}
 	tr := o.Transport
 	if tr == nil {
 		tr = &http.Transport{
@@ -188,6 +198,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() { <-slots }()
 
 	creds := credentials(r.Header, r.URL.RawQuery)
+	if q := sentQuery(r.URL.RawQuery); q != r.URL.RawQuery {
+		// Directus gets the query re-encoded: what it then reads counts too.
+		for _, c := range credentials(nil, q) {
+			if !slices.Contains(creds, c) {
+				creds = append(creds, c)
+			}
+		}
+	}
 	var idp *credential
 	trusted := 0
 	for i := range creds {
@@ -224,14 +242,41 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	out := r.WithContext(context.WithValue(ctx, swapKey, s))
 	if n := r.ContentLength; n > 0 && n <= p.o.MaxReplayBytes && !websocket {
 		body := make([]byte, n)
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Now().Add(p.bodyTimeout))
 		if _, err := io.ReadFull(r.Body, body); err != nil {
+			// The deadline stays: the server gives up the rest of the body
+			// at once instead of waiting for it, and closes the connection.
+			w.Header().Set("Connection", "close")
 			apiError{Status: 400, Code: codeInvalidPayload, Message: "Invalid payload. The request body could not be read."}.write(w)
 			return
 		}
+		_ = rc.SetReadDeadline(time.Time{})
 		out.Body = io.NopCloser(bytes.NewReader(body))
 		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
 	p.rp.ServeHTTP(w, out)
+}
+
+// sentQuery is the query net/http's reverse proxy sends for q: q itself,
+// or, when q holds a ";" or a bad escape, q re-encoded from the parts
+// url.ParseQuery accepts (as its cleanQueryParams does).
+func sentQuery(q string) string {
+	for i := 0; i < len(q); i++ {
+		switch {
+		case q[i] == ';':
+		case q[i] == '%' && (i+2 >= len(q) || !isHex(q[i+1]) || !isHex(q[i+2])):
+		default:
+			continue
+		}
+		v, _ := url.ParseQuery(q)
+		return v.Encode()
+	}
+	return q
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // acquire takes a slot, waiting at most d.
@@ -298,8 +343,12 @@ func (p *Proxy) trusted(addr string) bool {
 	return false
 }
 
-// modifyResponse puts the websocket filter on an upgraded connection.
+// modifyResponse hides the static token from the answer to a swapped
+// request and puts the websocket filter on an upgraded connection.
 func (p *Proxy) modifyResponse(res *http.Response) error {
+	if s := swapOf(res.Request.Context()); s != nil {
+		s.hide(res)
+	}
 	if res.StatusCode != http.StatusSwitchingProtocols {
 		return nil
 	}
@@ -330,10 +379,45 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	return nil
 }
 
+// hide puts the client's own token back where Directus echoed the static
+// token it was swapped for in a response header: Directus's app server
+// redirects a directory to the same URL with a trailing slash, query and
+// its access_token included. The body of such a redirect, which repeats
+// the URL, is dropped. Bodies of other answers are not read.
+func (s *swap) hide(res *http.Response) {
+	if s.token == "" {
+		return
+	}
+	forms := [][2]string{{s.token, s.subject}}
+	if q := url.QueryEscape(s.token); q != s.token {
+		forms = append(forms, [2]string{q, url.QueryEscape(s.subject)})
+	}
+	hidden := false
+	for _, vs := range res.Header {
+		for i, v := range vs {
+			for _, f := range forms {
+				if strings.Contains(v, f[0]) {
+					v, hidden = strings.ReplaceAll(v, f[0], f[1]), true
+				}
+			}
+			vs[i] = v
+		}
+	}
+	if hidden && res.StatusCode >= 300 && res.StatusCode < 400 {
+		_ = res.Body.Close()
+		res.Body, res.ContentLength = http.NoBody, 0
+		res.Header.Set("Content-Length", "0")
+	}
+}
+
 // refusedToken replaces a refused IdP token in a websocket auth message:
 // Directus then refuses it itself, with its own error message, and the
-// IdP token never reaches it.
-const refusedToken = "refused-by-directus-bridge"
+// IdP token never reaches it. It is a JWT of issuer "directus"
+// ({"iss":"directus","refused_by":"directus-bridge"}) with a signature
+// that is no HMAC: Directus verifies such a token against its secret and
+// never looks it up as a static token, which an admin may set to any
+// string.
+const refusedToken = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJkaXJlY3R1cyIsInJlZnVzZWRfYnkiOiJkaXJlY3R1cy1icmlkZ2UifQ.cmVmdXNlZC1ieS1kaXJlY3R1cy1icmlkZ2U"
 
 // upstreamError answers a request Directus did not answer.
 func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
@@ -401,14 +485,25 @@ func (t *replayTransport) RoundTrip(out *http.Request) (*http.Response, error) {
 		again.Body = body
 	}
 	s.cred.replace(again, s.token, next.Token)
+	s.token = next.Token // the one Directus now holds (see swap.hide)
 	return t.base.RoundTrip(again)
 }
 
-// isWebsocket reports whether h asks to upgrade to a websocket.
+// isWebsocket reports whether h asks to upgrade to a websocket as the
+// reverse proxy reads it: Connection names upgrade, and the first Upgrade
+// header (the one it sends on) is websocket.
 func isWebsocket(h http.Header) bool {
-	for _, v := range h["Upgrade"] {
-		if strings.EqualFold(strings.TrimSpace(v), "websocket") {
-			return true
+	return hasToken(h["Connection"], "upgrade") && strings.EqualFold(strings.TrimSpace(h.Get("Upgrade")), "websocket")
+}
+
+// hasToken reports whether the comma-separated values vs hold token (in
+// any case).
+func hasToken(vs []string, token string) bool {
+	for _, v := range vs {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
 		}
 	}
 	return false

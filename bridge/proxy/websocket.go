@@ -9,13 +9,13 @@ import (
 
 // maxInspected bounds the client messages the websocket filter reads: an
 // auth message is a few hundred bytes, a token a few KiB. Larger frames,
-// fragmented messages, binary and control frames pass unread.
+// fragmented messages and control frames pass unread.
 const maxInspected = 64 << 10
 
 // frameFilter is the upgraded connection to Directus, seen through the
 // client's side of the websocket (RFC 6455 §5): frames the client writes
 // are parsed as they stream by, and a complete, unfragmented, masked text
-// frame that is an auth message with an IdP token (Directus realtime:
+// or binary frame (Directus reads both as text) that is an auth message with an IdP token (Directus realtime:
 // {"type":"auth","access_token":...}; GraphQL over websocket:
 // {"type":"connection_init","payload":{"access_token":...}}) is sent on
 // with the machine user's static token in its place, re-framed. Every
@@ -75,9 +75,9 @@ func (f *frameFilter) Write(p []byte) (int, error) {
 			}
 			size := payloadLen(f.buf)
 			b0, b1 := f.buf[0], f.buf[1]
-			textFrame := b0 == 0x81 // FIN, no RSV bits, opcode text
+			data := b0 == 0x81 || b0 == 0x82 // FIN, no RSV bits, opcode text or binary
 			masked := b1&0x80 != 0
-			if textFrame && masked && size <= maxInspected {
+			if data && masked && size <= maxInspected {
 				f.need = hl + int(size)
 				if f.need == len(f.buf) { // an empty text frame
 					if _, err := f.conn.Write(f.buf); err != nil {
@@ -127,9 +127,9 @@ func payloadLen(b []byte) uint64 {
 	}
 }
 
-// inspect returns the frame to send for the complete masked text frame
-// frame: frame itself, or a new frame with the auth message's token
-// swapped.
+// inspect returns the frame to send for the complete masked data frame
+// frame: frame itself, or a new frame of its opcode with the auth
+// message's token swapped.
 func (f *frameFilter) inspect(frame []byte) []byte {
 	hl := headerLen(frame)
 	key := frame[hl-4 : hl]
@@ -137,14 +137,15 @@ func (f *frameFilter) inspect(frame []byte) []byte {
 	for i := range msg {
 		msg[i] = frame[hl+i] ^ key[i%4]
 	}
-	if !bytes.Contains(msg, []byte("access_token")) {
+	// A member name may be spelled with JSON escapes ("access\u005ftoken").
+	if !bytes.Contains(msg, []byte("access_token")) && !bytes.Contains(msg, []byte(`\u`)) {
 		return frame
 	}
 	out, ok := f.swapMessage(msg)
 	if !ok {
 		return frame
 	}
-	return maskedTextFrame(out, key)
+	return maskedFrame(frame[0], out, key)
 }
 
 // swapMessage returns msg with its IdP token swapped, when it is an auth
@@ -201,18 +202,19 @@ func (f *frameFilter) swapIn(m map[string]json.RawMessage) (json.RawMessage, boo
 	return b, err == nil
 }
 
-// maskedTextFrame frames msg as one masked text frame under key.
-func maskedTextFrame(msg, key []byte) []byte {
+// maskedFrame frames msg as one masked frame under key, its first byte
+// (FIN and opcode) b0.
+func maskedFrame(b0 byte, msg, key []byte) []byte {
 	var hdr []byte
 	switch n := len(msg); {
 	case n < 126:
-		hdr = []byte{0x81, 0x80 | byte(n)}
+		hdr = []byte{b0, 0x80 | byte(n)}
 	case n <= 0xffff:
-		hdr = []byte{0x81, 0x80 | 126, 0, 0}
+		hdr = []byte{b0, 0x80 | 126, 0, 0}
 		binary.BigEndian.PutUint16(hdr[2:], uint16(n))
 	default:
 		hdr = make([]byte, 10)
-		hdr[0], hdr[1] = 0x81, 0x80|127
+		hdr[0], hdr[1] = b0, 0x80|127
 		binary.BigEndian.PutUint64(hdr[2:], uint64(n))
 	}
 	out := append(hdr, key...)

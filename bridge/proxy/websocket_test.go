@@ -69,7 +69,17 @@ func TestFrameFilterModel(t *testing.T) {
 		for i := range n {
 			key := rapid.SliceOfN(rapid.Byte(), 4, 4).Draw(t, "key")
 			tok := rapid.SampledFrom([]string{"idp-a.b.c", "idp-" + strings.Repeat("x", 300) + ".b.c", "other", ""}).Draw(t, "token")
-			switch kind := rapid.IntRange(0, 7).Draw(t, "kind"); kind {
+			switch kind := rapid.IntRange(0, 8).Draw(t, "kind"); kind {
+			case 8: // the member name spelled with JSON escapes
+				js, _ := json.Marshal(tok)
+				msg := []byte(`{"type":"auth","access\u005ftoken":` + string(js) + `}`)
+				in.Write(frame(true, 1, msg, key))
+				if swapped, ok := swapAll(tok); ok {
+					b, _ := json.Marshal(map[string]any{"type": "auth", "access_token": swapped})
+					want.Write(frame(true, 1, b, key))
+				} else {
+					want.Write(frame(true, 1, msg, key))
+				}
 			case 0, 1: // auth message (realtime or GraphQL)
 				var msg []byte
 				if kind == 0 {
@@ -100,11 +110,15 @@ func TestFrameFilterModel(t *testing.T) {
 				in.Write(b)
 				want.Write(a)
 				want.Write(b)
-			case 3: // binary with an auth message inside
+			case 3: // binary with an auth message inside: Directus reads it as text
 				msg, _ := json.Marshal(map[string]any{"type": "auth", "access_token": tok})
-				b := frame(true, 2, msg, key)
-				in.Write(b)
-				want.Write(b)
+				in.Write(frame(true, 2, msg, key))
+				if swapped, ok := swapAll(tok); ok {
+					b, _ := json.Marshal(map[string]any{"type": "auth", "access_token": swapped})
+					want.Write(frame(true, 2, b, key))
+				} else {
+					want.Write(frame(true, 2, msg, key))
+				}
 			case 4: // control frames
 				b := frame(true, byte(rapid.SampledFrom([]int{8, 9, 10}).Draw(t, "op")), rapid.SliceOfN(rapid.Byte(), 0, 20).Draw(t, "ctl"), key)
 				in.Write(b)
