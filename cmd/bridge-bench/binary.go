@@ -152,16 +152,23 @@ log: {level: info, format: json}
 `, listen, e.d.URL, state, e.ns.String(), is.Issuer, is.Audience, e.reader.Name)
 }
 
-// startBridge runs bin serve in dir with its log (stderr and stdout) in
-// dir/bridge.log, with env (KEY=value) added to this process's environment,
-// and waits until /readyz answers 200.
+// startBridge runs bin serve in dir with e.binaryConfig (see
+// startBridgeWith).
 func startBridge(ctx context.Context, e *env, bin, dir string, profile bool, env []string) (*bridgeProcess, error) {
+	return startBridgeWith(ctx, e, bin, dir, profile, env, e.binaryConfig)
+}
+
+// startBridgeWith runs bin serve in dir with the configuration conf
+// returns for the listen address and the state file, its log (stderr and
+// stdout) in dir/bridge.log, with env (KEY=value) added to this process's
+// environment, and waits until /readyz answers 200.
+func startBridgeWith(ctx context.Context, e *env, bin, dir string, profile bool, env []string, conf func(listen, state string) string) (*bridgeProcess, error) {
 	listen, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
 	cfgPath := filepath.Join(dir, "bridge.yaml")
-	if err := os.WriteFile(cfgPath, []byte(e.binaryConfig(listen, filepath.Join(dir, "state.db"))), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(conf(listen, filepath.Join(dir, "state.db"))), 0o600); err != nil {
 		return nil, err
 	}
 	p := &bridgeProcess{url: "http://" + listen, logPath: filepath.Join(dir, "bridge.log"), done: make(chan error, 1)}
