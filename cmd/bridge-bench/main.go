@@ -128,6 +128,8 @@ type config struct {
 	binEnv         string
 
 	proxyRows        bool // proxy mode vs direct, on every Directus
+	proxyNoop        bool // and with a no-op upstream
+	proxyNoopConc    int
 	proxyConcurrency int
 	proxyRounds      int
 	proxySlice       time.Duration
@@ -174,6 +176,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.binLog, "binary-log", "", "keep a copy of the binary's log at `file`")
 	fs.StringVar(&cfg.binEnv, "binary-env", "", "comma-separated KEY=value pairs added to the binary's environment (e.g. GOGC=200)")
 	fs.BoolVar(&cfg.proxyRows, "proxy", true, "run the proxy-mode rows (the real binary's proxy.listen vs Directus direct with a static token) on every Directus of stack.json")
+	fs.BoolVar(&cfg.proxyNoop, "proxy-noop", true, "also measure the proxy in front of a no-op upstream (its own cost, without Directus's noise)")
+	fs.IntVar(&cfg.proxyNoopConc, "proxy-noop-concurrency", 1, "concurrent clients of the no-op-upstream proxy rows (1: the latency the proxy adds to one request, without queueing on a saturated machine)")
 	fs.IntVar(&cfg.proxyConcurrency, "proxy-concurrency", 8, "concurrent keep-alive clients of the proxy rows")
 	fs.IntVar(&cfg.proxyRounds, "proxy-rounds", 3, "rounds of the proxy rows (the spread of the ratios is printed)")
 	fs.DurationVar(&cfg.proxySlice, "proxy-slice", time.Second, "each proxy round alternates direct and the proxy in slices of this length")
@@ -185,10 +189,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if cfg.concurrency < 1 || cfg.duration <= 0 || cfg.maxRequests < 1 || cfg.rounds < 1 || cfg.changes*3 > cfg.users ||
 		cfg.binConcurrency < 1 || cfg.binClients < 1 || cfg.binRounds < 1 || cfg.binSlice <= 0 ||
-		cfg.proxyConcurrency < 1 || cfg.proxyRounds < 1 || cfg.proxySlice <= 0 {
+		cfg.proxyConcurrency < 1 || cfg.proxyNoopConc < 1 || cfg.proxyRounds < 1 || cfg.proxySlice <= 0 {
 		fmt.Fprintln(stderr, "bridge-bench: need -concurrency >= 1, -duration > 0, -max-requests >= 1, -verify-rounds >= 1, -users >= 3 * -changes, "+
 			"-binary-concurrency >= 1, -binary-clients >= 1, -binary-rounds >= 1, -binary-slice > 0, "+
-			"-proxy-concurrency >= 1, -proxy-rounds >= 1, -proxy-slice > 0")
+			"-proxy-concurrency >= 1, -proxy-noop-concurrency >= 1, -proxy-rounds >= 1, -proxy-slice > 0")
 		return 2
 	}
 	st, err := loadStack(cfg.stack)

@@ -71,12 +71,18 @@ type proxyReport struct {
 	collection string
 	answer     int // bytes of the collection's answer
 	rounds     []proxyRound
-	hook       *hookFigure
-	log        logStats
-	stopped    string
-	profiled   string
-	swaps      float64 // swaps the bridge counted during the counted rows (its exchange metrics), -1 unknown
-	upstream   float64 // its own Directus requests then (its metrics; not the proxied ones)
+	// noop are the rounds with the proxy's upstream a no-op server (the
+	// direct side goes to the no-op too): the proxy's own cost.
+	noop        []proxyRound
+	noopLog     logStats
+	noopStopped string
+	idleCPU     float64 // the bridge's CPU seconds per second with no request, before the no-op rows
+	hook        *hookFigure
+	log         logStats
+	stopped     string
+	profiled    string
+	swaps       float64 // swaps the bridge counted during the counted rows (its exchange metrics), -1 unknown
+	upstream    float64 // its own Directus requests then (its metrics; not the proxied ones)
 }
 
 // proxyMeasure is what the goals are judged on.
@@ -89,8 +95,8 @@ type proxyMeasure struct {
 }
 
 // total merges the rounds of each side; latencies sorted.
-func (r *proxyReport) total() (direct, proxy result) {
-	for _, rd := range r.rounds {
+func total(rounds []proxyRound) (direct, proxy result) {
+	for _, rd := range rounds {
 		direct.merge(rd.direct)
 		proxy.merge(rd.proxy)
 	}
@@ -99,11 +105,11 @@ func (r *proxyReport) total() (direct, proxy result) {
 	return direct, proxy
 }
 
-func (r *proxyReport) measure() proxyMeasure {
-	d, p := r.total()
+func measure(rounds []proxyRound, log logStats) proxyMeasure {
+	d, p := total(rounds)
 	m := proxyMeasure{directRate: d.rate(), proxyRate: p.rate(), directP99: d.pct(0.99), proxyP99: p.pct(0.99),
-		failed: d.failed + p.failed, secrets: r.log.secrets}
-	for _, rd := range r.rounds {
+		failed: d.failed + p.failed, secrets: log.secrets}
+	for _, rd := range rounds {
 		if rd.direct.rate() > 0 {
 			m.ratios = append(m.ratios, rd.proxy.rate()/rd.direct.rate())
 		}
@@ -124,7 +130,7 @@ const (
 // rounds (more samples than one round has), and against the hook figure's
 // upper end (the hook at its best), when there is one. name says which
 // Directus.
-func proxyVerdicts(name string, m proxyMeasure, hook *hookFigure) []verdict {
+func proxyVerdicts(name string, m proxyMeasure, own *proxyMeasure, hook *hookFigure) []verdict {
 	var out []verdict
 	if len(m.ratios) == 0 {
 		return []verdict{{what: name + " proxy: measured", got: "no round measured"}}
@@ -139,6 +145,15 @@ func proxyVerdicts(name string, m proxyMeasure, hook *hookFigure) []verdict {
 		what: fmt.Sprintf("%s proxy: p99 added under %s (all rounds)", name, ms(proxyMaxP99Added)),
 		got:  fmt.Sprintf("%s (p99 %s through the proxy, %s direct)", signedMs(added), ms(m.proxyP99), ms(m.directP99)),
 		miss: fmt.Sprintf("%s over", ms(added-proxyMaxP99Added))})
+	if own != nil {
+		added := own.proxyP99 - own.directP99
+		out = append(out, verdict{ok: added < proxyMaxP99Added,
+			what: fmt.Sprintf("%s proxy: p99 added under %s against a no-op upstream (the proxy's own tail, all rounds)", name, ms(proxyMaxP99Added)),
+			got:  fmt.Sprintf("%s (p99 %s through the proxy, %s direct to the no-op)", signedMs(added), ms(own.proxyP99), ms(own.directP99)),
+			miss: fmt.Sprintf("%s over", ms(added-proxyMaxP99Added))})
+		m.failed += own.failed
+		m.secrets = m.secrets || own.secrets
+	}
 	if hook != nil {
 		r := m.proxyRate / hook.high
 		out = append(out, verdict{ok: r >= proxyMinHookRatio,
@@ -161,12 +176,17 @@ func signedMs(d time.Duration) string {
 }
 
 // proxyConfig is the binary's configuration for the proxy rows: as
-// binaryConfig, with proxy.listen on proxyListen, a rule mapping items:read
+// binaryConfig, with proxy.listen on proxyListen (and proxy.upstream when
+// upstream is set; directus.url stays Directus), a rule mapping items:read
 // to role, and tokens living 1h (capped at the IdP token's expiry), so that
 // no rotation falls inside a run and invalidates the direct side's token.
-func (e *env) proxyConfig(role, proxyListen string) func(listen, state string) string {
+func (e *env) proxyConfig(role, proxyListen, upstream string) func(listen, state string) string {
 	return func(listen, state string) string {
 		is := e.st.IdP.Issuers["auth0"]
+		px := "{listen: " + proxyListen + "}"
+		if upstream != "" {
+			px = fmt.Sprintf("{listen: %s, upstream: %q}", proxyListen, upstream)
+		}
 		return fmt.Sprintf(`listen: %s
 directus: {url: %q}
 state: {path: %q}
@@ -183,8 +203,8 @@ issuers:
 rules:
   - {name: proxy-readers, any_scopes: [items:read], role: %q}
 log: {level: info, format: json}
-proxy: {listen: %s}
-`, listen, e.d.URL, state, e.ns.String(), is.Issuer, is.Audience, role, proxyListen)
+proxy: %s
+`, listen, e.d.URL, state, e.ns.String(), is.Issuer, is.Audience, role, px)
 	}
 }
 
@@ -292,8 +312,13 @@ func proxyRows(ctx context.Context, stderr io.Writer, cfg config, e *env, bin st
 		return rep, err
 	}
 	progress(stderr, "%s: starting the binary with proxy.listen %s", e.d.Name, proxyListen)
-	p, err := startBridgeWith(ctx, e, bin, dir, cfg.proxyProfile != "", nil, e.proxyConfig(role, proxyListen))
-	defer func() {
+	p, err := startBridgeWith(ctx, e, bin, dir, cfg.proxyProfile != "", nil, e.proxyConfig(role, proxyListen, ""))
+	stopped := false
+	finish := func() { // stops the binary and reads its log, once
+		if stopped {
+			return
+		}
+		stopped = true
 		rep.stopped = p.stop()
 		rep.log = readLog(p, e.d.AdminToken)
 		if cfg.proxyLog != "" && p != nil {
@@ -302,7 +327,8 @@ func proxyRows(ctx context.Context, stderr io.Writer, cfg config, e *env, bin st
 				_ = os.WriteFile(path, b, 0o600)
 			}
 		}
-	}()
+	}
+	defer finish()
 	if err != nil {
 		return rep, err
 	}
@@ -353,47 +379,12 @@ func proxyRows(ctx context.Context, stderr io.Writer, cfg config, e *env, bin st
 		return rep, fmt.Errorf("direct and through the proxy, Directus answered differently (%d and %d bytes)", len(direct), len(viaProxy))
 	}
 
-	sides := []struct {
-		hc         *http.Client
-		url, token string
-		proxy      bool
-	}{{directHC, directURL, static, false}, {proxyHC, proxyURL, c.Token, true}}
-	op := func(i int) func(ctx context.Context, _, _ int) error {
-		s := sides[i]
-		return func(ctx context.Context, _, _ int) error {
-			_, err := getItems(ctx, s.hc, s.url, s.token)
-			return err
-		}
-	}
+	direct1 := proxySide{directHC, directURL, static}
+	through := proxySide{proxyHC, proxyURL, c.Token}
 	mc := &http.Client{Timeout: 5 * time.Second}
 	before, errBefore := scrape(ctx, mc, p.url)
-	nSlices := max(1, int((cfg.duration+cfg.proxySlice-1)/cfg.proxySlice))
-	slice := cfg.duration / time.Duration(nSlices)
-	pid := p.cmd.Process.Pid
-	for round := range cfg.proxyRounds {
-		progress(stderr, "%s: proxy round %d of %d: direct and through the proxy alternated in %d slices of %s each",
-			e.d.Name, round+1, cfg.proxyRounds, nSlices, slice)
-		var r proxyRound
-		for sl := range nSlices {
-			for j := range sides {
-				k := (j + sl) % 2 // direct first in even slices, the proxy first in odd ones
-				res := &r.direct
-				if sides[k].proxy {
-					res = &r.proxy
-				}
-				cpu0 := processCPU(pid)
-				res.merge(load(ctx, conc, slice, max(1, cfg.maxRequests/nSlices), op(k)))
-				if sides[k].proxy {
-					r.bridgeCPU += processCPU(pid) - cpu0
-				}
-				if ctx.Err() != nil {
-					return rep, ctx.Err()
-				}
-			}
-		}
-		slices.Sort(r.direct.lat)
-		slices.Sort(r.proxy.lat)
-		rep.rounds = append(rep.rounds, r)
+	if rep.rounds, err = alternate(ctx, stderr, cfg, conc, e.d.Name, p.cmd.Process.Pid, direct1, through); err != nil {
+		return rep, err
 	}
 	if after, err := scrape(ctx, mc, p.url); err == nil && errBefore == nil {
 		rep.swaps = metricSum(after, "directus_bridge_exchanges_total") - metricSum(before, "directus_bridge_exchanges_total")
@@ -404,13 +395,151 @@ func proxyRows(ctx context.Context, stderr io.Writer, cfg config, e *env, bin st
 		path := fmt.Sprintf("%s-%s.pprof", strings.TrimSuffix(cfg.proxyProfile, ".pprof"), e.d.Name)
 		progress(stderr, "%s: profiled proxy row (not counted) -> %s", e.d.Name, path)
 		if err := profileRow(ctx, p.pprof, path, cfg.duration, func() {
-			load(ctx, conc, cfg.duration, cfg.maxRequests, op(1))
+			load(ctx, conc, cfg.duration, cfg.maxRequests, through.op())
 		}); err != nil {
 			return rep, err
 		}
 		rep.profiled = path
 	}
+	if !cfg.proxyNoop {
+		return rep, nil
+	}
+
+	// The proxy's own cost, without Directus's noise: the same binary on
+	// the same state (the live token is reused, nothing is written), its
+	// proxy.upstream a no-op server in its own process that answers every
+	// GET with as many bytes as Directus did.
+	finish()
+	noop, err := startNoopArgs(false, "-get-bytes", fmt.Sprint(rep.answer))
+	if err != nil {
+		return rep, err
+	}
+	defer noop.stop()
+	if proxyListen, err = freeAddr(); err != nil {
+		return rep, err
+	}
+	progress(stderr, "%s: starting the binary again, proxy.upstream a no-op server", e.d.Name)
+	p2, err := startBridgeWith(ctx, e, bin, dir, false, nil, e.proxyConfig(role, proxyListen, noop.url))
+	defer func() {
+		rep.noopStopped = p2.stop()
+		rep.noopLog = readLog(p2, e.d.AdminToken)
+	}()
+	if err != nil {
+		return rep, err
+	}
+	noopURL := noop.url + path
+	through = proxySide{proxyHC, "http://" + proxyListen + path, c.Token}
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		if _, err = getItems(ctx, proxyHC, through.url, c.Token); err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err != nil {
+		return rep, fmt.Errorf("warm-up through the proxy to the no-op: %w", err)
+	}
+	// The bridge's CPU with nothing to do, for the CPU per request above.
+	cpu0, t0 := processCPU(p2.cmd.Process.Pid), time.Now()
+	time.Sleep(2 * time.Second)
+	rep.idleCPU = float64(processCPU(p2.cmd.Process.Pid)-cpu0) / time.Since(t0).Seconds()
+	if rep.noop, err = alternate(ctx, stderr, cfg, cfg.proxyNoopConc, e.d.Name+", no-op upstream", p2.cmd.Process.Pid, proxySide{directHC, noopURL, static}, through); err != nil {
+		return rep, err
+	}
 	return rep, nil
+}
+
+// proxySide is one side of a proxy row: GET url with token.
+type proxySide struct {
+	hc         *http.Client
+	url, token string
+}
+
+func (s proxySide) op() func(ctx context.Context, _, _ int) error {
+	return func(ctx context.Context, _, _ int) error {
+		_, err := getItems(ctx, s.hc, s.url, s.token)
+		return err
+	}
+}
+
+// alternate measures -proxy-rounds rounds of direct against through,
+// alternated in -proxy-slice slices (direct first in even slices, the proxy
+// first in odd ones), and the CPU time of process pid (the bridge) during
+// the proxy's slices.
+func alternate(ctx context.Context, stderr io.Writer, cfg config, conc int, name string, pid int, direct, through proxySide) ([]proxyRound, error) {
+	var out []proxyRound
+	nSlices := max(1, int((cfg.duration+cfg.proxySlice-1)/cfg.proxySlice))
+	slice := cfg.duration / time.Duration(nSlices)
+	for round := range cfg.proxyRounds {
+		progress(stderr, "%s: proxy round %d of %d: direct and through the proxy alternated in %d slices of %s each",
+			name, round+1, cfg.proxyRounds, nSlices, slice)
+		var r proxyRound
+		for sl := range nSlices {
+			for j := range 2 {
+				if (j+sl)%2 == 0 {
+					r.direct.merge(load(ctx, conc, slice, max(1, cfg.maxRequests/nSlices), direct.op()))
+				} else {
+					cpu0 := processCPU(pid)
+					r.proxy.merge(load(ctx, conc, slice, max(1, cfg.maxRequests/nSlices), through.op()))
+					r.bridgeCPU += processCPU(pid) - cpu0
+				}
+				if ctx.Err() != nil {
+					return out, ctx.Err()
+				}
+			}
+		}
+		slices.Sort(r.direct.lat)
+		slices.Sort(r.proxy.lat)
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// printRounds prints the table of rounds.
+func printRounds(w io.Writer, direct string, rounds []proxyRound) {
+	fmt.Fprintf(w, "| round | %[1]s /s | %[1]s p50 | %[1]s p99 | proxy /s | proxy p50 | proxy p99 | proxy / %[1]s | p50 added | p99 added | bridge CPU per proxied request |\n", direct)
+	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	row := func(label string, d, p result, cpu time.Duration) {
+		ratio := 0.0
+		if d.rate() > 0 {
+			ratio = p.rate() / d.rate()
+		}
+		fmt.Fprintf(w, "| %s | %.0f | %s | %s | %.0f | %s | %s | %.2f× | %s | %s | %s |\n", label,
+			d.rate(), ms(d.pct(0.5)), ms(d.pct(0.99)), p.rate(), ms(p.pct(0.5)), ms(p.pct(0.99)), ratio,
+			signedMs(p.pct(0.5)-d.pct(0.5)), signedMs(p.pct(0.99)-d.pct(0.99)), perRequest(cpu, p))
+	}
+	var cpu time.Duration
+	for i, rd := range rounds {
+		row(fmt.Sprint(i+1), rd.direct, rd.proxy, rd.bridgeCPU)
+		cpu += rd.bridgeCPU
+	}
+	d, p := total(rounds)
+	row("all", d, p, cpu)
+	fmt.Fprintln(w)
+	m := measure(rounds, logStats{})
+	if len(m.ratios) > 0 {
+		fmt.Fprintf(w, "proxy / %s: min %.2f×, median %.2f×, max %.2f× over %d rounds\n", direct, m.ratios[0], median(m.ratios), m.ratios[len(m.ratios)-1], len(m.ratios))
+	}
+	for _, s := range []struct {
+		name string
+		res  result
+	}{{direct, d}, {"proxy", p}} {
+		if s.res.failed > 0 {
+			fmt.Fprintf(w, "%s: %d requests failed, first: %v\n", s.name, s.res.failed, s.res.firstErr)
+		}
+	}
+}
+
+func printLog(w io.Writer, stopped string, l logStats) {
+	var msgs []string
+	for m, c := range l.byMsg {
+		msgs = append(msgs, fmt.Sprintf("%q %d", m, c))
+	}
+	slices.Sort(msgs)
+	fmt.Fprintf(w, "log after the shutdown (%s): %d bytes, %d lines (%d not JSON); by message: %s\n",
+		stopped, l.bytes, l.lines, l.unparsed, strings.Join(msgs, ", "))
+	if l.secrets {
+		fmt.Fprintln(w, "SECRET IN THE LOG: a dbr_ token, a JWT or the admin token reached the bridge's log")
+	}
 }
 
 func (r *proxyReport) print(w io.Writer, cfg config) {
@@ -423,62 +552,34 @@ func (r *proxyReport) print(w io.Writer, cfg config) {
 	fmt.Fprintln(w, "direct: to Directus with the machine user's static token (one exchange at the bridge gave it): the limit")
 	fmt.Fprintln(w, "proxy: to the binary's proxy.listen with the IdP access token, swapped in process for the same static token (serve, own process, JSON logs at info to a file, rate limits off, reconciler off)")
 	fmt.Fprintf(w, "each round alternates the two sides in slices of about %s (direct first in even slices, the proxy first in odd ones)\n\n", cfg.proxySlice)
-	fmt.Fprintln(w, "| round | direct /s | direct p50 | direct p99 | proxy /s | proxy p50 | proxy p99 | proxy / direct | p99 added | bridge CPU per proxied request |")
-	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-	row := func(label string, d, p result, cpu time.Duration) {
-		ratio := 0.0
-		if d.rate() > 0 {
-			ratio = p.rate() / d.rate()
-		}
-		fmt.Fprintf(w, "| %s | %.0f | %s | %s | %.0f | %s | %s | %.2f× | %s | %s |\n", label,
-			d.rate(), ms(d.pct(0.5)), ms(d.pct(0.99)), p.rate(), ms(p.pct(0.5)), ms(p.pct(0.99)), ratio,
-			signedMs(p.pct(0.99)-d.pct(0.99)), perRequest(cpu, p))
-	}
-	var cpu time.Duration
-	for i, rd := range r.rounds {
-		row(fmt.Sprint(i+1), rd.direct, rd.proxy, rd.bridgeCPU)
-		cpu += rd.bridgeCPU
-	}
-	d, p := r.total()
-	row("all", d, p, cpu)
-	fmt.Fprintln(w)
+	printRounds(w, "direct", r.rounds)
+	d, p := total(r.rounds)
 	if r.hook != nil {
 		h := r.hook
 		fmt.Fprintf(w, "hook extension (measured earlier, not in this run: %s): %.0f-%.0f req/s, beside %.0f-%.0f req/s with a static token then\n",
 			h.where, h.low, h.high, h.directLow, h.directHigh)
 		fmt.Fprintf(w, "proxy / hook: %.2f× its best figure, %.2f× its low figure; direct in this run / static then: %.2f×-%.2f×\n",
 			p.rate()/h.high, p.rate()/h.low, d.rate()/h.directHigh, d.rate()/h.directLow)
+		m := measure(r.rounds, r.log)
+		fmt.Fprintf(w, "estimate, not a measurement: proxy / direct here (median %.2f×) times static / hook then (%.2f×-%.2f×) = %.2f×-%.2f× the hook on one machine\n",
+			median(m.ratios), h.directLow/h.high, h.directHigh/h.low, median(m.ratios)*h.directLow/h.high, median(m.ratios)*h.directHigh/h.low)
 	} else {
 		fmt.Fprintln(w, "hook extension: no figure for this Directus (on Directus 12 Core the common hook fails every request with 400 INVALID_PAYLOAD)")
 	}
-	m := r.measure()
-	if len(m.ratios) > 0 {
-		fmt.Fprintf(w, "proxy / direct: min %.2f×, median %.2f×, max %.2f× over %d rounds\n", m.ratios[0], median(m.ratios), m.ratios[len(m.ratios)-1], len(m.ratios))
-	}
-	for _, s := range []struct {
-		name string
-		res  result
-	}{{"direct", d}, {"proxy", p}} {
-		if s.res.failed > 0 {
-			fmt.Fprintf(w, "%s: %d requests failed, first: %v\n", s.name, s.res.failed, s.res.firstErr)
-		}
-	}
 	if r.swaps >= 0 {
-		fmt.Fprintf(w, "bridge during the counted rows: %d proxied requests, %.0f swaps in its exchange metrics, %.0f Directus requests of its own (user and token writes)\n",
+		fmt.Fprintf(w, "bridge during the counted rows: %d proxied requests, %.0f swaps in its exchange metrics, %.0f Directus requests of its own (background ones included)\n",
 			p.ok+p.failed, r.swaps, r.upstream)
 	}
 	if r.profiled != "" {
 		fmt.Fprintf(w, "CPU profile of the bridge in an extra proxy row (not counted): %s (go tool pprof -top %s)\n", r.profiled, r.profiled)
 	}
-	var msgs []string
-	for m, c := range r.log.byMsg {
-		msgs = append(msgs, fmt.Sprintf("%q %d", m, c))
-	}
-	slices.Sort(msgs)
-	fmt.Fprintf(w, "log after the shutdown (%s): %d bytes, %d lines (%d not JSON); by message: %s\n",
-		r.stopped, r.log.bytes, r.log.lines, r.log.unparsed, strings.Join(msgs, ", "))
-	if r.log.secrets {
-		fmt.Fprintln(w, "SECRET IN THE LOG: a dbr_ token, a JWT or the admin token reached the bridge's log")
+	printLog(w, r.stopped, r.log)
+	if len(r.noop) > 0 {
+		fmt.Fprintf(w, "\n#### The proxy's own cost: proxy.upstream a no-op server\n\n")
+		fmt.Fprintf(w, "no-op: this program's noop-server, own process, answering every GET with %d bytes of JSON; direct: to it; proxy: the same binary on the same state, the same IdP token, proxy.upstream the no-op; %d concurrent client(s)\n", r.answer, cfg.proxyNoopConc)
+		fmt.Fprintf(w, "bridge CPU with no request (2 s before these rows): %.1f ms per second\n\n", r.idleCPU*1000)
+		printRounds(w, "no-op", r.noop)
+		printLog(w, r.noopStopped, r.noopLog)
 	}
 }
 
@@ -486,5 +587,10 @@ func (r *proxyReport) verdicts() []verdict {
 	if r == nil || len(r.rounds) == 0 {
 		return nil
 	}
-	return proxyVerdicts(r.directus, r.measure(), r.hook)
+	var own *proxyMeasure
+	if len(r.noop) > 0 {
+		m := measure(r.noop, r.noopLog)
+		own = &m
+	}
+	return proxyVerdicts(r.directus, measure(r.rounds, r.log), own, r.hook)
 }

@@ -12,8 +12,9 @@ func TestProxyVerdicts(t *testing.T) {
 	tests := []struct {
 		name string
 		m    proxyMeasure
+		own  *proxyMeasure // against a no-op upstream
 		hook *hookFigure
-		want []bool // ratio, p99 added, [hook,] clean
+		want []bool // ratio, p99 added, [own p99 added,] [hook,] clean
 	}{
 		{name: "all met, with the hook", m: good, hook: &hookMeasured, want: []bool{true, true, true, true}},
 		{name: "all met, no hook figure", m: good, want: []bool{true, true, true}},
@@ -47,6 +48,12 @@ func TestProxyVerdicts(t *testing.T) {
 			m.proxyRate = 2 * hookMeasured.high
 			return m
 		}(), hook: &hookMeasured, want: []bool{true, true, true, true}},
+		{name: "own cost met", m: good, own: &proxyMeasure{directP99: time.Millisecond, proxyP99: 2 * time.Millisecond, ratios: []float64{0.5}},
+			hook: &hookMeasured, want: []bool{true, true, true, true, true}},
+		{name: "own tail over 2ms", m: good, own: &proxyMeasure{directP99: time.Millisecond, proxyP99: 4 * time.Millisecond, ratios: []float64{0.5}},
+			want: []bool{true, true, false, true}},
+		{name: "a failed request against the no-op counts", m: good, own: &proxyMeasure{failed: 1, ratios: []float64{0.5}},
+			want: []bool{true, true, true, false}},
 		{name: "a failed request", m: func() proxyMeasure {
 			m := good
 			m.failed = 1
@@ -60,7 +67,7 @@ func TestProxyVerdicts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			vs := proxyVerdicts("Directus 11", tt.m, tt.hook)
+			vs := proxyVerdicts("Directus 11", tt.m, tt.own, tt.hook)
 			if len(vs) != len(tt.want) {
 				t.Fatalf("got %d verdicts, want %d: %v", len(vs), len(tt.want), vs)
 			}
@@ -74,7 +81,7 @@ func TestProxyVerdicts(t *testing.T) {
 			}
 		})
 	}
-	if vs := proxyVerdicts("Directus 12", proxyMeasure{}, nil); len(vs) != 1 || vs[0].ok {
+	if vs := proxyVerdicts("Directus 12", proxyMeasure{}, nil, nil); len(vs) != 1 || vs[0].ok {
 		t.Errorf("no round measured: got %v, want one miss", vs)
 	}
 }
