@@ -56,7 +56,10 @@
 // slices within each of -proxy-rounds rounds. It prints each round's
 // throughput ratio and the p99 the proxy adds, and compares the proxy with
 // the hook extension's throughput that docs/performance.md gives for
-// Directus 11 (measured earlier, not in this run). -inprocess false,
+// Directus 11 (measured earlier, not in this run). With -proxy-noop it
+// measures the proxy again with proxy.upstream a no-op server in its own
+// process (-proxy-noop-concurrency clients, one by default): the latency
+// the proxy itself adds, without Directus's noise. -inprocess false,
 // -reconcile false and -proxy false leave only the real-binary table;
 // -binary false instead leaves only the proxy table.
 //
