@@ -184,7 +184,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.proxyConcurrency, "proxy-concurrency", 8, "concurrent keep-alive clients of the proxy rows")
 	fs.IntVar(&cfg.proxyRounds, "proxy-rounds", 3, "rounds of the proxy rows (the spread of the ratios is printed)")
 	fs.DurationVar(&cfg.proxySlice, "proxy-slice", time.Second, "each proxy round alternates direct and the proxy in slices of this length")
-	fs.StringVar(&cfg.proxyProfile, "proxy-cpuprofile", "", "profile the binary in one extra, uncounted proxy row per Directus, to `prefix`-<directus>.pprof")
+	fs.StringVar(&cfg.proxyProfile, "proxy-cpuprofile", "", "profile the binary in extra, uncounted proxy rows per Directus, to `prefix`-<directus>.pprof (and -noop.pprof, in front of the no-op)")
 	fs.StringVar(&cfg.proxyLog, "proxy-log", "", "keep a copy of the proxy binary's log at `prefix`-<directus>.log")
 	fs.StringVar(&cfg.bridgeBinary, "bridge-binary", "", "the directus-bridge binary to run (default: go build ./cmd/directus-bridge of this module)")
 	if err := fs.Parse(args); err != nil {

@@ -81,8 +81,10 @@ type proxyReport struct {
 	log         logStats
 	stopped     string
 	profiled    string
-	swaps       float64 // swaps the bridge counted during the counted rows (its exchange metrics), -1 unknown
-	upstream    float64 // its own Directus requests then (its metrics; not the proxied ones)
+	// profiledNoop is the profile of an extra row in front of the no-op.
+	profiledNoop string
+	swaps        float64 // swaps the bridge counted during the counted rows (its exchange metrics), -1 unknown
+	upstream     float64 // its own Directus requests then (its metrics; not the proxied ones)
 }
 
 // proxyMeasure is what the goals are judged on.
@@ -419,7 +421,7 @@ func proxyRows(ctx context.Context, stderr io.Writer, cfg config, e *env, bin st
 		return rep, err
 	}
 	progress(stderr, "%s: starting the binary again, proxy.upstream a no-op server", e.d.Name)
-	p2, err := startBridgeWith(ctx, e, bin, dir, false, nil, e.proxyConfig(role, proxyListen, noop.url))
+	p2, err := startBridgeWith(ctx, e, bin, dir, cfg.proxyProfile != "", nil, e.proxyConfig(role, proxyListen, noop.url))
 	defer func() {
 		rep.noopStopped = p2.stop()
 		rep.noopLog = readLog(p2, e.d.AdminToken)
@@ -444,6 +446,17 @@ func proxyRows(ctx context.Context, stderr io.Writer, cfg config, e *env, bin st
 	rep.idleCPU = float64(processCPU(p2.cmd.Process.Pid)-cpu0) / time.Since(t0).Seconds()
 	if rep.noop, err = alternate(ctx, stderr, cfg, cfg.proxyNoopConc, e.d.Name+", no-op upstream", p2.cmd.Process.Pid, proxySide{directHC, noopURL, static}, through); err != nil {
 		return rep, err
+	}
+	if cfg.proxyProfile != "" {
+		// With -proxy-concurrency clients: the proxy busy, many samples.
+		path := fmt.Sprintf("%s-%s-noop.pprof", strings.TrimSuffix(cfg.proxyProfile, ".pprof"), e.d.Name)
+		progress(stderr, "%s: profiled proxy row in front of the no-op (not counted) -> %s", e.d.Name, path)
+		if err := profileRow(ctx, p2.pprof, path, cfg.duration, func() {
+			load(ctx, conc, cfg.duration, cfg.maxRequests, through.op())
+		}); err != nil {
+			return rep, err
+		}
+		rep.profiledNoop = path
 	}
 	return rep, nil
 }
@@ -579,6 +592,9 @@ func (r *proxyReport) print(w io.Writer, cfg config) {
 		fmt.Fprintf(w, "no-op: this program's noop-server, own process, answering every GET with %d bytes of JSON; direct: to it; proxy: the same binary on the same state, the same IdP token, proxy.upstream the no-op; %d concurrent client(s)\n", r.answer, cfg.proxyNoopConc)
 		fmt.Fprintf(w, "bridge CPU with no request (2 s before these rows): %.1f ms per second\n\n", r.idleCPU*1000)
 		printRounds(w, "no-op", r.noop)
+		if r.profiledNoop != "" {
+			fmt.Fprintf(w, "CPU profile of the bridge in an extra row in front of the no-op, %d clients (not counted): %s\n", cfg.proxyConcurrency, r.profiledNoop)
+		}
 		printLog(w, r.noopStopped, r.noopLog)
 	}
 }
