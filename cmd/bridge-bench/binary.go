@@ -152,16 +152,23 @@ log: {level: info, format: json}
 `, listen, e.d.URL, state, e.ns.String(), is.Issuer, is.Audience, e.reader.Name)
 }
 
-// startBridge runs bin serve in dir with its log (stderr and stdout) in
-// dir/bridge.log, with env (KEY=value) added to this process's environment,
-// and waits until /readyz answers 200.
+// startBridge runs bin serve in dir with e.binaryConfig (see
+// startBridgeWith).
 func startBridge(ctx context.Context, e *env, bin, dir string, profile bool, env []string) (*bridgeProcess, error) {
+	return startBridgeWith(ctx, e, bin, dir, profile, env, e.binaryConfig)
+}
+
+// startBridgeWith runs bin serve in dir with the configuration conf
+// returns for the listen address and the state file, its log (stderr and
+// stdout) in dir/bridge.log, with env (KEY=value) added to this process's
+// environment, and waits until /readyz answers 200.
+func startBridgeWith(ctx context.Context, e *env, bin, dir string, profile bool, env []string, conf func(listen, state string) string) (*bridgeProcess, error) {
 	listen, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
 	cfgPath := filepath.Join(dir, "bridge.yaml")
-	if err := os.WriteFile(cfgPath, []byte(e.binaryConfig(listen, filepath.Join(dir, "state.db"))), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(conf(listen, filepath.Join(dir, "state.db"))), 0o600); err != nil {
 		return nil, err
 	}
 	p := &bridgeProcess{url: "http://" + listen, logPath: filepath.Join(dir, "bridge.log"), done: make(chan error, 1)}
@@ -244,12 +251,17 @@ type noopProcess struct {
 // startNoop runs this program's noop-server mode, answering answerLen bytes,
 // with a profiler on a loopback port when profile is set.
 func startNoop(answerLen int, profile bool) (*noopProcess, error) {
+	return startNoopArgs(profile, "-answer-bytes", strconv.Itoa(answerLen))
+}
+
+// startNoopArgs runs this program's noop-server mode with args.
+func startNoopArgs(profile bool, args ...string) (*noopProcess, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	p := &noopProcess{done: make(chan error, 1)}
-	args := []string{"noop-server", "-answer-bytes", strconv.Itoa(answerLen)}
+	args = append([]string{"noop-server"}, args...)
 	if profile {
 		pa, err := freeAddr()
 		if err != nil {
@@ -303,6 +315,7 @@ func noopServer(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	n := fs.Int("answer-bytes", 200, "size of the JSON answer")
 	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this loopback `address`")
+	getBytes := fs.Int("get-bytes", 0, "instead, answer every GET with a JSON body of this many bytes (the proxy rows' upstream)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -317,7 +330,16 @@ func noopServer(args []string, stdout, stderr io.Writer) int {
 		go func() { _ = http.Serve(ln, mux) }()
 	}
 	answer := noopAnswer(*n)
+	if *getBytes > 0 {
+		answer = []byte(`{"data":"` + strings.Repeat("x", max(0, *getBytes-len(`{"data":""}`))) + `"}`)
+	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if *getBytes > 0 {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/json; charset=utf-8")
+			_, _ = w.Write(answer)
+			return
+		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
 		if err != nil {
 			http.Error(w, "bad body", http.StatusBadRequest)

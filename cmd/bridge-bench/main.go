@@ -45,8 +45,23 @@
 // their spread, the CPU per request of each process, what the bridge's log
 // holds at the end (and whether every reuse is in it), and with
 // -binary-cpuprofile a CPU profile of each server (DIRECTUS_BRIDGE_PPROF on
-// loopback for the bridge) from extra rows that are not counted. -inprocess
-// false and -reconcile false leave only this table.
+// loopback for the bridge) from extra rows that are not counted.
+//
+// A fourth table (proxy.go) measures proxy mode on every Directus of
+// stack.json, whatever -all-directus says: a machine client reading a small
+// collection (GET /items/<collection>, created for the run with a role whose
+// policy reads it) from -proxy-concurrency clients, directly with the
+// machine user's static token (the limit) and through the real binary's
+// proxy.listen with its IdP token, the two alternating in -proxy-slice
+// slices within each of -proxy-rounds rounds. It prints each round's
+// throughput ratio and the p99 the proxy adds, and compares the proxy with
+// the hook extension's throughput that docs/performance.md gives for
+// Directus 11 (measured earlier, not in this run). With -proxy-noop it
+// measures the proxy again with proxy.upstream a no-op server in its own
+// process (-proxy-noop-concurrency clients, one by default): the latency
+// the proxy itself adds, without Directus's noise. -inprocess false,
+// -reconcile false and -proxy false leave only the real-binary table;
+// -binary false instead leaves only the proxy table.
 //
 // Every row is bounded by -duration and -max-requests. The performance
 // targets are printed as PASS or MISS with the numbers; a miss does
@@ -56,8 +71,9 @@
 //
 //	DIRECTUS_BRIDGE_STACK=/tmp/directus-bridge-stack/stack.json go run ./cmd/bridge-bench
 //
-// Everything it creates in Directus (roles, policies, users) is named
-// bridge-bench-<run> and deleted at the end. Machine user ids are UUIDv5 of
+// Everything it creates in Directus (roles, policies, users, and the proxy
+// rows' collection bridge_bench_<run>) is named bridge-bench-<run> and
+// deleted at the end. Machine user ids are UUIDv5 of
 // the client id in a namespace drawn for the run (not the NIL namespace), so
 // that neither this run nor another bridge's reconciler on a shared stack
 // takes the other's users for its own.
@@ -113,6 +129,15 @@ type config struct {
 	binLog         string
 	bridgeBinary   string
 	binEnv         string
+
+	proxyRows        bool // proxy mode vs direct, on every Directus
+	proxyNoop        bool // and with a no-op upstream
+	proxyNoopConc    int
+	proxyConcurrency int
+	proxyRounds      int
+	proxySlice       time.Duration
+	proxyProfile     string
+	proxyLog         string
 }
 
 func main() {
@@ -153,14 +178,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.binProfile, "binary-cpuprofile", "", "profile the binary (DIRECTUS_BRIDGE_PPROF on loopback) and the no-op in one extra, uncounted row each per client count, to `prefix`-{bridge,noop}-<n>client.pprof")
 	fs.StringVar(&cfg.binLog, "binary-log", "", "keep a copy of the binary's log at `file`")
 	fs.StringVar(&cfg.binEnv, "binary-env", "", "comma-separated KEY=value pairs added to the binary's environment (e.g. GOGC=200)")
+	fs.BoolVar(&cfg.proxyRows, "proxy", true, "run the proxy-mode rows (the real binary's proxy.listen vs Directus direct with a static token) on every Directus of stack.json")
+	fs.BoolVar(&cfg.proxyNoop, "proxy-noop", true, "also measure the proxy in front of a no-op upstream (its own cost, without Directus's noise)")
+	fs.IntVar(&cfg.proxyNoopConc, "proxy-noop-concurrency", 1, "concurrent clients of the no-op-upstream proxy rows (1: the latency the proxy adds to one request, without queueing on a saturated machine)")
+	fs.IntVar(&cfg.proxyConcurrency, "proxy-concurrency", 8, "concurrent keep-alive clients of the proxy rows")
+	fs.IntVar(&cfg.proxyRounds, "proxy-rounds", 3, "rounds of the proxy rows (the spread of the ratios is printed)")
+	fs.DurationVar(&cfg.proxySlice, "proxy-slice", time.Second, "each proxy round alternates direct and the proxy in slices of this length")
+	fs.StringVar(&cfg.proxyProfile, "proxy-cpuprofile", "", "profile the binary in extra, uncounted proxy rows per Directus, to `prefix`-<directus>.pprof (and -noop.pprof, in front of the no-op)")
+	fs.StringVar(&cfg.proxyLog, "proxy-log", "", "keep a copy of the proxy binary's log at `prefix`-<directus>.log")
 	fs.StringVar(&cfg.bridgeBinary, "bridge-binary", "", "the directus-bridge binary to run (default: go build ./cmd/directus-bridge of this module)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if cfg.concurrency < 1 || cfg.duration <= 0 || cfg.maxRequests < 1 || cfg.rounds < 1 || cfg.changes*3 > cfg.users ||
-		cfg.binConcurrency < 1 || cfg.binClients < 1 || cfg.binRounds < 1 || cfg.binSlice <= 0 {
+		cfg.binConcurrency < 1 || cfg.binClients < 1 || cfg.binRounds < 1 || cfg.binSlice <= 0 ||
+		cfg.proxyConcurrency < 1 || cfg.proxyNoopConc < 1 || cfg.proxyRounds < 1 || cfg.proxySlice <= 0 {
 		fmt.Fprintln(stderr, "bridge-bench: need -concurrency >= 1, -duration > 0, -max-requests >= 1, -verify-rounds >= 1, -users >= 3 * -changes, "+
-			"-binary-concurrency >= 1, -binary-clients >= 1, -binary-rounds >= 1, -binary-slice > 0")
+			"-binary-concurrency >= 1, -binary-clients >= 1, -binary-rounds >= 1, -binary-slice > 0, "+
+			"-proxy-concurrency >= 1, -proxy-noop-concurrency >= 1, -proxy-rounds >= 1, -proxy-slice > 0")
 		return 2
 	}
 	st, err := loadStack(cfg.stack)
@@ -189,15 +224,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	start := time.Now()
-	printHeader(stdout, cfg)
-	instances := st.Directus[:1]
-	if cfg.allDirectus {
-		instances = st.Directus
+	if (cfg.binaryRows || cfg.proxyRows) && cfg.bridgeBinary == "" {
+		// One build for the binary and the proxy rows.
+		dir, err := os.MkdirTemp("", "bridge-bench-build-")
+		if err != nil {
+			fmt.Fprintln(stderr, "bridge-bench:", err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		progress(stderr, "building cmd/directus-bridge")
+		if cfg.bridgeBinary, err = buildBridge(ctx, dir); err != nil {
+			fmt.Fprintln(stderr, "bridge-bench:", err)
+			return 1
+		}
 	}
+	printHeader(stdout, cfg)
 	var verdicts []verdict
 	failed := false
-	for i, d := range instances {
-		vs, err := benchDirectus(ctx, stdout, stderr, cfg, st, d, i == 0)
+	for i, d := range st.Directus {
+		// The proxy rows run on every Directus; the others on the first,
+		// or on every one with -all-directus.
+		all := i == 0 || cfg.allDirectus
+		if !all && !cfg.proxyRows {
+			continue
+		}
+		vs, err := benchDirectus(ctx, stdout, stderr, cfg, st, d, i == 0, all)
 		verdicts = append(verdicts, vs...)
 		if err != nil {
 			fmt.Fprintf(stderr, "bridge-bench: %s: %v\n", d.Name, err)
@@ -235,6 +286,10 @@ func printHeader(w io.Writer, cfg config) {
 		fmt.Fprintf(w, "binary rows: %d concurrent keep-alive clients in this process, 1 and %d distinct clients, %s per row, %d rounds, at most %d requests per row; loopback only\n",
 			cfg.binConcurrency, cfg.binClients, cfg.duration, cfg.binRounds, cfg.maxRequests)
 	}
+	if cfg.proxyRows {
+		fmt.Fprintf(w, "proxy rows: every Directus, %d concurrent keep-alive clients in this process, %s per side per round, %d rounds, at most %d requests per side per round; loopback only\n",
+			cfg.proxyConcurrency, cfg.duration, cfg.proxyRounds, cfg.maxRequests)
+	}
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		fmt.Fprintf(w, "load average at start: %s\n", strings.Join(strings.Fields(string(b))[:3], " "))
 	}
@@ -271,9 +326,10 @@ type env struct {
 	// idleConns is what the bridge's Directus transport keeps.
 	idleConns int
 
-	roles    []string
-	policies []string
-	users    []string // machine users created by the exchange rows
+	roles       []string
+	policies    []string
+	collections []string // created by the proxy rows
+	users       []string // machine users created by the exchange and proxy rows
 }
 
 func randomHex(n int) string {
@@ -350,13 +406,19 @@ func (e *env) cleanup(stderr io.Writer) {
 			fmt.Fprintln(stderr, "bridge-bench: cleanup:", err)
 		}
 	}
+	for _, c := range e.collections {
+		if err := e.admin.do(ctx, "DELETE", "/collections/"+c, nil, nil); err != nil {
+			fmt.Fprintln(stderr, "bridge-bench: cleanup:", err)
+		}
+	}
 	if e.dir != "" {
 		_ = os.RemoveAll(e.dir)
 	}
 }
 
-// benchDirectus runs every row against one Directus and prints its tables.
-func benchDirectus(ctx context.Context, stdout, stderr io.Writer, cfg config, st *stack, d directusInstance, first bool) ([]verdict, error) {
+// benchDirectus runs the rows against one Directus and prints its tables:
+// with all, every row the flags ask for; without, the proxy rows only.
+func benchDirectus(ctx context.Context, stdout, stderr io.Writer, cfg config, st *stack, d directusInstance, first, all bool) ([]verdict, error) {
 	fmt.Fprintf(stdout, "\n## Directus %s (%s) at %s\n", d.Version, d.Database, d.URL)
 	e, err := newEnv(ctx, cfg, st, d)
 	if e != nil {
@@ -366,7 +428,7 @@ func benchDirectus(ctx context.Context, stdout, stderr io.Writer, cfg config, st
 		return nil, err
 	}
 	var verdicts []verdict
-	if cfg.inProcess {
+	if cfg.inProcess && all {
 		ex, err := exchangeRows(ctx, stderr, cfg, e, first)
 		if ex != nil {
 			ex.print(stdout, cfg)
@@ -384,8 +446,16 @@ func benchDirectus(ctx context.Context, stdout, stderr io.Writer, cfg config, st
 			return verdicts, err
 		}
 	}
+	if cfg.proxyRows {
+		px, err := proxyRows(ctx, stderr, cfg, e, cfg.bridgeBinary)
+		px.print(stdout, cfg)
+		verdicts = append(verdicts, px.verdicts()...)
+		if err != nil {
+			return verdicts, err
+		}
+	}
 	e.deleteUsers(stderr) // before the reconciler scans every machine user
-	if cfg.reconcile {
+	if cfg.reconcile && all {
 		rec, err := reconcileRows(ctx, stderr, cfg, e)
 		if rec != nil {
 			rec.print(stdout, cfg)
