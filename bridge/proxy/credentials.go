@@ -33,6 +33,10 @@ type credential struct {
 func credentials(h http.Header, rawQuery string) []credential {
 	var out []credential
 	for _, v := range h["Authorization"] {
+		if tok, ok := bearer(v); ok {
+			out = append(out, credential{where: inHeader, value: tok})
+			continue
+		}
 		f := strings.Fields(v)
 		if len(f) < 2 || !strings.EqualFold(f[0], "bearer") {
 			continue
@@ -66,6 +70,23 @@ func credentials(h http.Header, rawQuery string) []credential {
 		}
 	}
 	return out
+}
+
+// bearer returns TOKEN when v is exactly "Bearer TOKEN" (the scheme in any
+// case, one space, no other white space): the well-formed header, found
+// without splitting it into fields. Anything else, including white space
+// beyond ASCII, is left to the slower reading in credentials.
+func bearer(v string) (string, bool) {
+	if len(v) < 8 || !strings.EqualFold(v[:6], "bearer") || v[6] != ' ' {
+		return "", false
+	}
+	tok := v[7:]
+	for i := 0; i < len(tok); i++ {
+		if c := tok[i]; c >= utf8.RuneSelf || c <= ' ' {
+			return "", false
+		}
+	}
+	return tok, true
 }
 
 // qsAccessToken returns the value of part, one &-separated part of a query,
@@ -123,7 +144,13 @@ func (c credential) replace(out *http.Request, old, token string) {
 	switch c.where {
 	case inHeader:
 		for i, v := range out.Header["Authorization"] {
-			if f := strings.Fields(v); len(f) == 2 && strings.EqualFold(f[0], "bearer") && f[1] == old {
+			tok, ok := bearer(v)
+			if !ok { // a byte beyond ASCII: as credentials reads it
+				if f := strings.Fields(v); len(f) == 2 && strings.EqualFold(f[0], "bearer") && v == f[0]+" "+f[1] {
+					tok, ok = f[1], true
+				}
+			}
+			if ok && tok == old {
 				out.Header["Authorization"][i] = "Bearer " + token
 			}
 		}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -70,6 +71,12 @@ func FuzzCredentials(f *testing.F) {
 	f.Add("Bearer idp-a.b.c", "access_token=idp-a.b.c&x=1")
 	f.Add("bearer  x y", "%61ccess_token[]=%zz&access_token=%41")
 	f.Fuzz(func(t *testing.T, header, query string) {
+		// The fast reading of a well-formed header agrees with fields.
+		if tok, ok := bearer(header); ok {
+			if f := strings.Fields(header); len(f) != 2 || !strings.EqualFold(f[0], "bearer") || f[1] != tok || header != f[0]+" "+f[1] {
+				t.Fatalf("bearer(%q) = %q, but its fields are %q", header, tok, f)
+			}
+		}
 		h := http.Header{"Authorization": {header}}
 		for _, c := range credentials(h, query) {
 			u := &url.URL{RawQuery: query}
