@@ -133,11 +133,17 @@ func buildBridge(ctx context.Context, dir string) (string, error) {
 // stack's users; it never runs on the returning-client path anyway),
 // everything else at its default.
 func (e *env) binaryConfig(listen, state string) string {
+	return e.configWith(listen, state, "", "readers", e.reader.Name, "")
+}
+
+// configWith is the binary's configuration: tokens (a YAML line or ""),
+// one rule mapping items:read to role, and extra lines at the end.
+func (e *env) configWith(listen, state, tokens, rule, role, extra string) string {
 	is := e.st.IdP.Issuers["auth0"]
 	return fmt.Sprintf(`listen: %s
 directus: {url: %q}
 state: {path: %q}
-limits: {per_ip: {rate: -1}, per_client: {rate: -1}}
+%slimits: {per_ip: {rate: -1}, per_client: {rate: -1}}
 reconcile: {schedule: "off"}
 users: {namespace: %q}
 issuers:
@@ -147,9 +153,9 @@ issuers:
     required_claims: {gty: client-credentials}
     require_typ: at+jwt
 rules:
-  - {name: readers, any_scopes: [items:read], role: %q}
+  - {name: %s, any_scopes: [items:read], role: %q}
 log: {level: info, format: json}
-`, listen, e.d.URL, state, e.ns.String(), is.Issuer, is.Audience, e.reader.Name)
+%s`, listen, e.d.URL, state, tokens, e.ns.String(), is.Issuer, is.Audience, rule, role, extra)
 }
 
 // startBridge runs bin serve in dir with e.binaryConfig (see

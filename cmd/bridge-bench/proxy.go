@@ -184,29 +184,11 @@ func signedMs(d time.Duration) string {
 // no rotation falls inside a run and invalidates the direct side's token.
 func (e *env) proxyConfig(role, proxyListen, upstream string) func(listen, state string) string {
 	return func(listen, state string) string {
-		is := e.st.IdP.Issuers["auth0"]
 		px := "{listen: " + proxyListen + "}"
 		if upstream != "" {
 			px = fmt.Sprintf("{listen: %s, upstream: %q}", proxyListen, upstream)
 		}
-		return fmt.Sprintf(`listen: %s
-directus: {url: %q}
-state: {path: %q}
-tokens: {ttl: 1h}
-limits: {per_ip: {rate: -1}, per_client: {rate: -1}}
-reconcile: {schedule: "off"}
-users: {namespace: %q}
-issuers:
-  - name: auth0
-    issuer: %q
-    audiences: [%q]
-    required_claims: {gty: client-credentials}
-    require_typ: at+jwt
-rules:
-  - {name: proxy-readers, any_scopes: [items:read], role: %q}
-log: {level: info, format: json}
-proxy: %s
-`, listen, e.d.URL, state, e.ns.String(), is.Issuer, is.Audience, role, px)
+		return e.configWith(listen, state, "tokens: {ttl: 1h}\n", "proxy-readers", role, "proxy: "+px+"\n")
 	}
 }
 
