@@ -168,3 +168,22 @@ func hookSetup(ctx context.Context, stderr io.Writer, e *env, rep *proxyReport, 
 	progress(stderr, "%s: the hook is loaded: Directus answers the IdP token (401 before it)", e.d.Name)
 	return hc, nil
 }
+
+// hookUserState reads the user the hook made and checks that it is the
+// hook's (its provider, the role it hands out, last_access written): the
+// proof that the hook did its per-request work. It returns a summary.
+func (e *env) hookUserState(ctx context.Context, id, role string) (string, error) {
+	var u struct { // admin.do unwraps "data"
+		Provider   string  `json:"provider"`
+		Role       *string `json:"role"`
+		LastAccess *string `json:"last_access"`
+		External   string  `json:"external_identifier"`
+	}
+	if err := e.admin.do(ctx, http.MethodGet, "/users/"+id+"?fields=provider,role,last_access,external_identifier", nil, &u); err != nil {
+		return "", fmt.Errorf("read the hook's user: %w", err)
+	}
+	if u.Provider != "bcc-client-credentials" || u.Role == nil || *u.Role != role || u.LastAccess == nil {
+		return "", fmt.Errorf("the hook's user %s: provider %q, role %v, last_access %v: not what the hook writes", id, u.Provider, u.Role, u.LastAccess)
+	}
+	return fmt.Sprintf("%s, provider %s, external_identifier %s, the role it hands out, last_access %s", id, u.Provider, u.External, *u.LastAccess), nil
+}

@@ -89,6 +89,7 @@ type proxyReport struct {
 	// hookBefore is what Directus answered the hook row's token before the
 	// hook was installed (it must refuse it).
 	hookBefore    string
+	hookUserSeen  string // the hook's user after the rows, as Directus holds it
 	uninstallHook func() error
 	log           logStats
 	stopped       string
@@ -474,13 +475,10 @@ func proxyRows(ctx context.Context, stderr io.Writer, cfg config, e *env, bin st
 	if rep.rounds, err = alternate(ctx, stderr, cfg, conc, e.d.Name, p.cmd.Process.Pid, direct1, through, hook); err != nil {
 		return rep, err
 	}
-	if rep.uninstallHook != nil { // Directus as it was, for the rows below
-		hook = nil
-		if err := rep.uninstallHook(); err != nil {
-			rep.hookRemoved = err.Error()
+	if hook != nil {
+		if rep.hookUserSeen, err = e.hookUserState(ctx, rep.hookUser, roleRec.ID); err != nil {
 			return rep, err
 		}
-		rep.hookRemoved = "removed, Directus restarted"
 	}
 	if after, err := scrape(ctx, mc, p.url); err == nil && errBefore == nil {
 		rep.swaps = metricSum(after, "directus_bridge_exchanges_total") - metricSum(before, "directus_bridge_exchanges_total")
@@ -496,6 +494,16 @@ func proxyRows(ctx context.Context, stderr io.Writer, cfg config, e *env, bin st
 			return rep, err
 		}
 		rep.profiled = path
+	}
+	if rep.uninstallHook != nil {
+		// Directus as it was, for the rows below; the binary first, so
+		// that the restart does not reach its log.
+		finish()
+		if err := rep.uninstallHook(); err != nil {
+			rep.hookRemoved = err.Error()
+			return rep, err
+		}
+		rep.hookRemoved = "removed, Directus restarted"
 	}
 	if !cfg.proxyNoop {
 		return rep, nil
@@ -668,7 +676,12 @@ func (r *proxyReport) print(w io.Writer, cfg config) {
 	fmt.Fprintf(w, "request: GET /items/%s (%d items, %d-byte answer), keep-alive clients in this process; loopback only\n", r.collection, proxyItems, r.answer)
 	fmt.Fprintln(w, "direct: to Directus with the machine user's static token (one exchange at the bridge gave it): the limit")
 	fmt.Fprintln(w, "proxy: to the binary's proxy.listen with the IdP access token, swapped in process for the same static token (serve, own process, JSON logs at info to a file, rate limits off, reconciler off)")
-	fmt.Fprintf(w, "each round alternates the two sides in slices of about %s (direct first in even slices, the proxy first in odd ones)\n\n", cfg.proxySlice)
+	if hookMeasuredIn(r.rounds) {
+		fmt.Fprintf(w, "hook: to Directus with another IdP client's access token, verified by the hook extension installed for these rows (below)\n")
+		fmt.Fprintf(w, "each round alternates the three sides in slices of about %s, the order turning by one side each slice (direct, proxy, hook; proxy, hook, direct; ...)\n\n", cfg.proxySlice)
+	} else {
+		fmt.Fprintf(w, "each round alternates the two sides in slices of about %s (direct first in even slices, the proxy first in odd ones)\n\n", cfg.proxySlice)
+	}
 	printRounds(w, "direct", r.rounds)
 	d, p := total(r.rounds)
 	switch {
@@ -749,5 +762,6 @@ func printHookRounds(w io.Writer, r *proxyReport) {
 	if hook.failed > 0 {
 		fmt.Fprintf(w, "hook: %d requests failed, first: %v\n", hook.failed, hook.firstErr)
 	}
+	fmt.Fprintf(w, "the hook's user after these rows: %s\n", r.hookUserSeen)
 	fmt.Fprintf(w, "hook extension after these rows: %s\n", r.hookRemoved)
 }
