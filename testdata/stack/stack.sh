@@ -91,7 +91,7 @@ needed_pkgs() {
 	has_component "$D11" && printf 'directus11\n'
 	if has_component idp && idp_present; then printf 'idp\n'; fi
 	if sdk_present; then printf 'sdk\n'; fi
-	if hook_present; then printf 'hook\n'; fi
+	if has_component "$D11" && hook_wanted; then printf 'hook\n'; fi
 	return 0
 }
 
@@ -273,6 +273,10 @@ sdk_present() { [[ -f "$STACK_SRC/sdk/package.json" && -f "$STACK_SRC/sdk/packag
 # The common hook extension, ported for measurement (hook/README.md): installed with its
 # dependencies, not loaded by any Directus until a client copies it into DIR/NAME/extensions.
 hook_present() { [[ -f "$STACK_SRC/hook/package.json" && -f "$STACK_SRC/hook/package-lock.json" ]]; }
+# The hook is optional (only the benchmark uses it, and it falls back without it): without npm and
+# not in the cache yet, it is left out with a warning instead of failing the install.
+hook_wanted() { hook_present && { pkg_cached hook || command -v npm >/dev/null 2>&1; }; }
+hook_installed() { hook_present && [[ -f "$(pkg_dir hook)/.install-complete" ]]; }
 
 # install_all: the npm packages COMPONENTS need.
 install_all() {
@@ -296,6 +300,9 @@ install_all() {
 	fi
 	if has_component idp && ! idp_present; then
 		log "WARNING: $STACK_SRC/idp is missing: the stack will run without an IdP"
+	fi
+	if has_component "$D11" && hook_present && ! hook_wanted; then
+		log "WARNING: hook: not installed (no npm): stack.json will have no hook"
 	fi
 	log "install done in $(elapsed "$t0")"
 }
@@ -681,7 +688,7 @@ write_stack_json() {
 	local idpfile="" name args=() pgdsn="" sdkdir="" hookdir=""
 	[[ -f "$DIR/idp/idp.json" ]] && idpfile="$DIR/idp/idp.json"
 	sdk_present && sdkdir="$(pkg_dir sdk)"
-	hook_present && hookdir="$(pkg_dir hook)"
+	has_component "$D11" && hook_installed && hookdir="$(pkg_dir hook)"
 	has_component "$D12" && [[ -f "$DIR/pg-bridge.env" ]] && pgdsn="$(env_get "$DIR/pg-bridge.env" BRIDGE_DSN)"
 	for name in $(directus_components); do
 		args+=("$name" "$(env_get "$DIR/$name/env" PUBLIC_URL)" "$(env_get "$DIR/$name/env" ADMIN_TOKEN)"
