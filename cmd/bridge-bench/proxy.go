@@ -41,6 +41,7 @@ type hookFigure struct {
 	low, high             float64 // requests/s through the hook
 	directLow, directHigh float64 // requests/s with a static token, same run
 	where                 string
+	why                   string // why the hook was not measured in this run, when known
 }
 
 // hookMeasured is the figure in docs/performance.md ("Compared with a hook
@@ -204,7 +205,7 @@ func proxyVerdicts(name string, m proxyMeasure, own *proxyMeasure, hook *hookFig
 	case hook != nil:
 		r := m.proxyRate / hook.high
 		out = append(out, verdict{ok: r >= proxyMinHookRatio,
-			what: fmt.Sprintf("%s proxy: at least %.0f× the hook (its best measured figure, %.0f req/s, measured earlier, not in this run)", name, proxyMinHookRatio, hook.high),
+			what: fmt.Sprintf("%s proxy: at least %.0f× the hook (its best measured figure, %.0f req/s, measured earlier, not in this run%s)", name, proxyMinHookRatio, hook.high, notMeasured(hook.why)),
 			got: fmt.Sprintf("%.2f× (%.0f req/s; %.2f× the hook's low figure, %.0f req/s)",
 				r, m.proxyRate, m.proxyRate/hook.low, hook.low),
 			miss: fmt.Sprintf("%.0f req/s short", proxyMinHookRatio*hook.high-m.proxyRate)})
@@ -386,7 +387,11 @@ func proxyRows(ctx context.Context, stderr io.Writer, cfg config, e *env, bin st
 		hook = &proxySide{hc, directURL, rep.hookToken}
 	}
 	if hook == nil {
-		rep.hook = hookFor(e.d.Version)
+		if h := hookFor(e.d.Version); h != nil {
+			f := *h
+			f.why = rep.hookWhy
+			rep.hook = &f
+		}
 	}
 	proxyListen, err := freeAddr()
 	if err != nil {
@@ -764,4 +769,12 @@ func printHookRounds(w io.Writer, r *proxyReport) {
 	}
 	fmt.Fprintf(w, "the hook's user after these rows: %s\n", r.hookUserSeen)
 	fmt.Fprintf(w, "hook extension after these rows: %s\n", r.hookRemoved)
+}
+
+// notMeasured is why, as a clause of the fallback verdict.
+func notMeasured(why string) string {
+	if why == "" {
+		return ""
+	}
+	return ": the hook was not measured: " + why
 }
