@@ -54,9 +54,15 @@
 // machine user's static token (the limit) and through the real binary's
 // proxy.listen with its IdP token, the two alternating in -proxy-slice
 // slices within each of -proxy-rounds rounds. It prints each round's
-// throughput ratio and the p99 the proxy adds, and compares the proxy with
-// the hook extension's throughput that docs/performance.md gives for
-// Directus 11 (measured earlier, not in this run). With -proxy-noop it
+// throughput ratio and the p99 the proxy adds. On Directus 11, with
+// -proxy-hook and a hook in stack.json, it installs the common hook
+// extension (testdata/stack/hook) into that Directus, restarts it, measures
+// a third side in the same slices (another IdP client's token straight to
+// Directus, verified by the hook) and compares the proxy with it; it
+// removes the hook and restarts Directus again after those rows, also after
+// a failure. Where the hook cannot be installed it compares with the
+// figure docs/performance.md gives (measured earlier, not in this run) and
+// says so. With -proxy-noop it
 // measures the proxy again with proxy.upstream a no-op server in its own
 // process (-proxy-noop-concurrency clients, one by default): the latency
 // the proxy itself adds, without Directus's noise. -inprocess false,
@@ -73,7 +79,8 @@
 //
 // Everything it creates in Directus (roles, policies, users, and the proxy
 // rows' collection bridge_bench_<run>) is named bridge-bench-<run> and
-// deleted at the end. Machine user ids are UUIDv5 of
+// deleted at the end, with the hook row's user (UUIDv5 of its sub in the
+// NIL namespace, as the hook makes it). Machine user ids are UUIDv5 of
 // the client id in a namespace drawn for the run (not the NIL namespace), so
 // that neither this run nor another bridge's reconciler on a shared stack
 // takes the other's users for its own.
@@ -132,6 +139,7 @@ type config struct {
 
 	proxyRows        bool // proxy mode vs direct, on every Directus
 	proxyNoop        bool // and with a no-op upstream
+	proxyHook        bool // and the hook extension, on Directus 11
 	proxyNoopConc    int
 	proxyConcurrency int
 	proxyRounds      int
@@ -179,6 +187,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.binLog, "binary-log", "", "keep a copy of the binary's log at `file`")
 	fs.StringVar(&cfg.binEnv, "binary-env", "", "comma-separated KEY=value pairs added to the binary's environment (e.g. GOGC=200)")
 	fs.BoolVar(&cfg.proxyRows, "proxy", true, "run the proxy-mode rows (the real binary's proxy.listen vs Directus direct with a static token) on every Directus of stack.json")
+	fs.BoolVar(&cfg.proxyHook, "proxy-hook", true, "on Directus 11, install the hook extension of stack.json for the proxy rows and measure it in the same rounds (removed after them)")
 	fs.BoolVar(&cfg.proxyNoop, "proxy-noop", true, "also measure the proxy in front of a no-op upstream (its own cost, without Directus's noise)")
 	fs.IntVar(&cfg.proxyNoopConc, "proxy-noop-concurrency", 1, "concurrent clients of the no-op-upstream proxy rows (1: the latency the proxy adds to one request, without queueing on a saturated machine)")
 	fs.IntVar(&cfg.proxyConcurrency, "proxy-concurrency", 8, "concurrent keep-alive clients of the proxy rows")

@@ -28,9 +28,12 @@ import (
 // returns (the bridge hands out the same live token to both). The two
 // sides take turns in slices (-proxy-slice) within each of -proxy-rounds
 // rounds, as in the real-binary table, so that the machine's load falls on
-// both. The hook extension cannot be installed here: its row is the figure
-// docs/performance.md gives (measured earlier on Directus 11, not in this
-// run).
+// both. On Directus 11, when stack.json has the hook extension, a third
+// side takes its turn in the same slices: the hook installed into that
+// Directus for these rows (hook.go), a second IdP client sending its IdP
+// token straight to Directus. Where the hook cannot be installed, the
+// figure docs/performance.md gives (measured earlier on Directus 11, not in
+// this run) stands in for it, and the output says so.
 
 // hookFigure is the hook extension's throughput measured earlier, with the
 // static-token throughput measured beside it then.
@@ -38,6 +41,7 @@ type hookFigure struct {
 	low, high             float64 // requests/s through the hook
 	directLow, directHigh float64 // requests/s with a static token, same run
 	where                 string
+	why                   string // why the hook was not measured in this run, when known
 }
 
 // hookMeasured is the figure in docs/performance.md ("Compared with a hook
@@ -58,9 +62,10 @@ func hookFor(version string) *hookFigure {
 // proxyItems is the number of items of the collection the rows read.
 const proxyItems = 10
 
-// proxyRound is one round: both sides alternated in slices.
+// proxyRound is one round: the sides alternated in slices.
 type proxyRound struct {
 	direct, proxy result
+	hook          result // the hook extension, when installed (no requests otherwise)
 	// bridgeCPU is the bridge process's CPU time during the proxy slices.
 	bridgeCPU time.Duration
 }
@@ -76,11 +81,20 @@ type proxyReport struct {
 	noop        []proxyRound
 	noopLog     logStats
 	noopStopped string
-	idleCPU     float64 // the bridge's CPU seconds per second with no request, before the no-op rows
-	hook        *hookFigure
-	log         logStats
-	stopped     string
-	profiled    string
+	idleCPU     float64     // the bridge's CPU seconds per second with no request, before the no-op rows
+	hook        *hookFigure // the earlier figure, when the hook was not measured
+	hookWhy     string      // why the hook was not measured, when it was not
+	hookRemoved string      // how removing the hook went: "" when never installed
+	hookToken   string      // the hook row's IdP token
+	hookUser    string      // the Directus user the hook made
+	// hookBefore is what Directus answered the hook row's token before the
+	// hook was installed (it must refuse it).
+	hookBefore    string
+	hookUserSeen  string // the hook's user after the rows, as Directus holds it
+	uninstallHook func() error
+	log           logStats
+	stopped       string
+	profiled      string
 	// profiledNoop is the profile of an extra row in front of the no-op.
 	profiledNoop string
 	swaps        float64 // swaps the bridge counted during the counted rows (its exchange metrics), -1 unknown
@@ -94,6 +108,10 @@ type proxyMeasure struct {
 	directP99, proxyP99   time.Duration // over all rounds
 	failed                int           // failed requests, both sides
 	secrets               bool          // a token reached the bridge's log
+	// The hook row, when measured in the same rounds.
+	hookRate   float64
+	hookRatios []float64 // proxy / hook of each round, sorted
+	hookFailed int
 }
 
 // total merges the rounds of each side; latencies sorted.
@@ -111,13 +129,32 @@ func measure(rounds []proxyRound, log logStats) proxyMeasure {
 	d, p := total(rounds)
 	m := proxyMeasure{directRate: d.rate(), proxyRate: p.rate(), directP99: d.pct(0.99), proxyP99: p.pct(0.99),
 		failed: d.failed + p.failed, secrets: log.secrets}
+	var h result
 	for _, rd := range rounds {
 		if rd.direct.rate() > 0 {
 			m.ratios = append(m.ratios, rd.proxy.rate()/rd.direct.rate())
 		}
+		if rd.hook.ok+rd.hook.failed > 0 {
+			if rd.hook.rate() > 0 {
+				m.hookRatios = append(m.hookRatios, rd.proxy.rate()/rd.hook.rate())
+			}
+			h.merge(rd.hook)
+		}
 	}
 	slices.Sort(m.ratios)
+	slices.Sort(m.hookRatios)
+	m.hookRate, m.hookFailed = h.rate(), h.failed
 	return m
+}
+
+// hookMeasuredIn says whether rounds have a hook row.
+func hookMeasuredIn(rounds []proxyRound) bool {
+	for _, rd := range rounds {
+		if rd.hook.ok+rd.hook.failed > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Goals of proxy mode, as the product owner set them.
@@ -129,9 +166,10 @@ const (
 
 // proxyVerdicts judges m against the goals: the median of the rounds'
 // throughput ratios (a noisy round does not decide), the p99 added over all
-// rounds (more samples than one round has), and against the hook figure's
-// upper end (the hook at its best), when there is one. name says which
-// Directus.
+// rounds (more samples than one round has), and against the hook: the
+// median of the rounds' proxy / hook ratios when the hook was measured in
+// the same rounds, else the earlier figure's upper end (the hook at its
+// best), when there is one. name says which Directus.
 func proxyVerdicts(name string, m proxyMeasure, own *proxyMeasure, hook *hookFigure) []verdict {
 	var out []verdict
 	if len(m.ratios) == 0 {
@@ -156,10 +194,18 @@ func proxyVerdicts(name string, m proxyMeasure, own *proxyMeasure, hook *hookFig
 		m.failed += own.failed
 		m.secrets = m.secrets || own.secrets
 	}
-	if hook != nil {
+	switch {
+	case len(m.hookRatios) > 0:
+		med := median(m.hookRatios)
+		out = append(out, verdict{ok: med >= proxyMinHookRatio && m.hookFailed == 0,
+			what: fmt.Sprintf("%s proxy: at least %.0f× the hook extension, measured in the same rounds (median of rounds)", name, proxyMinHookRatio),
+			got: fmt.Sprintf("median %.2f× (min %.2f×, max %.2f×, %d rounds; %.0f vs %.0f req/s over all; %d hook requests failed)",
+				med, m.hookRatios[0], m.hookRatios[len(m.hookRatios)-1], len(m.hookRatios), m.proxyRate, m.hookRate, m.hookFailed),
+			miss: fmt.Sprintf("%.2f short", proxyMinHookRatio-med)})
+	case hook != nil:
 		r := m.proxyRate / hook.high
 		out = append(out, verdict{ok: r >= proxyMinHookRatio,
-			what: fmt.Sprintf("%s proxy: at least %.0f× the hook (its best measured figure, %.0f req/s, measured earlier, not in this run)", name, proxyMinHookRatio, hook.high),
+			what: fmt.Sprintf("%s proxy: at least %.0f× the hook (its best measured figure, %.0f req/s, measured earlier, not in this run%s)", name, proxyMinHookRatio, hook.high, notMeasured(hook.why)),
 			got: fmt.Sprintf("%.2f× (%.0f req/s; %.2f× the hook's low figure, %.0f req/s)",
 				r, m.proxyRate, m.proxyRate/hook.low, hook.low),
 			miss: fmt.Sprintf("%.0f req/s short", proxyMinHookRatio*hook.high-m.proxyRate)})
@@ -194,7 +240,7 @@ func (e *env) proxyConfig(role, proxyListen, upstream string) func(listen, state
 
 // proxyCollection creates the collection the rows read (proxyItems items)
 // and a role whose policy reads it; everything is deleted by e.cleanup.
-func (e *env) proxyCollection(ctx context.Context) (collection, role string, err error) {
+func (e *env) proxyCollection(ctx context.Context) (collection string, role directus.Role, err error) {
 	collection = "bridge_bench_" + e.run // a table name: no hyphen
 	err = e.admin.do(ctx, http.MethodPost, "/collections", map[string]any{
 		"collection": collection,
@@ -207,7 +253,7 @@ func (e *env) proxyCollection(ctx context.Context) (collection, role string, err
 		},
 	}, nil)
 	if err != nil {
-		return "", "", fmt.Errorf("create collection: %w", err)
+		return "", role, fmt.Errorf("create collection: %w", err)
 	}
 	e.collections = append(e.collections, collection)
 	items := make([]map[string]any, proxyItems)
@@ -215,26 +261,26 @@ func (e *env) proxyCollection(ctx context.Context) (collection, role string, err
 		items[i] = map[string]any{"name": fmt.Sprintf("item %d", i)}
 	}
 	if err := e.admin.do(ctx, http.MethodPost, "/items/"+collection, items, nil); err != nil {
-		return "", "", fmt.Errorf("create items: %w", err)
+		return "", role, fmt.Errorf("create items: %w", err)
 	}
 	name := "bridge-bench-proxy-" + e.run
 	p, err := e.dc.CreatePolicy(ctx, directus.Policy{Name: name})
 	if err != nil {
-		return "", "", err
+		return "", role, err
 	}
 	e.policies = append(e.policies, p.ID)
 	if err := e.admin.do(ctx, http.MethodPost, "/permissions", map[string]any{
 		"policy": p.ID, "collection": collection, "action": "read", "fields": []string{"*"},
 		"permissions": map[string]any{}, "validation": map[string]any{},
 	}, nil); err != nil {
-		return "", "", fmt.Errorf("create permission: %w", err)
+		return "", role, fmt.Errorf("create permission: %w", err)
 	}
 	r, err := e.dc.CreateRole(ctx, directus.Role{Name: name, Policies: []string{p.ID}})
 	if err != nil {
-		return "", "", err
+		return "", role, err
 	}
 	e.roles = append(e.roles, r.ID)
-	return collection, r.Name, nil
+	return collection, r, nil
 }
 
 // getItems sends GET u with a bearer token and reads the whole answer.
@@ -280,10 +326,11 @@ func proxyRows(ctx context.Context, stderr io.Writer, cfg config, e *env, bin st
 		return rep, err
 	}
 	defer os.RemoveAll(dir)
-	coll, role, err := e.proxyCollection(ctx)
+	coll, roleRec, err := e.proxyCollection(ctx)
 	if err != nil {
 		return rep, err
 	}
+	role := roleRec.Name
 	rep.collection = coll
 	clients, err := registerClients(ctx, newHTTPClient(2), "auth0", e.st.IdP.Issuers["auth0"], "bridge-bench-"+e.run+"-proxy", 1, 3600, 1)
 	if err != nil {
@@ -291,6 +338,43 @@ func proxyRows(ctx context.Context, stderr io.Writer, cfg config, e *env, bin st
 	}
 	c := clients[0]
 	e.users = append(e.users, e.userID(c.Subject))
+	path := "/items/" + coll
+	directURL := e.d.URL + path
+
+	// The hook, before the binary starts: Directus restarts twice.
+	var hook *proxySide
+	if !cfg.proxyHook {
+		rep.hookWhy = "-proxy-hook=false"
+	} else {
+		rep.hookWhy = hookUnavailable(e)
+	}
+	if rep.hookWhy == "" {
+		hc, err := hookSetup(ctx, stderr, e, rep, roleRec.ID, directURL, cfg.proxyConcurrency)
+		if hc != nil {
+			defer hc.CloseIdleConnections()
+		}
+		if rep.uninstallHook != nil { // also after a failure: the stack as it was
+			defer func() {
+				if err := rep.uninstallHook(); err != nil {
+					rep.hookRemoved = err.Error()
+					fmt.Fprintln(stderr, "bridge-bench:", err)
+				} else if rep.hookRemoved == "" {
+					rep.hookRemoved = "removed, Directus restarted"
+				}
+			}()
+		}
+		if err != nil {
+			return rep, err
+		}
+		hook = &proxySide{hc, directURL, rep.hookToken}
+	}
+	if hook == nil {
+		if h := hookFor(e.d.Version); h != nil {
+			f := *h
+			f.why = rep.hookWhy
+			rep.hook = &f
+		}
+	}
 	proxyListen, err := freeAddr()
 	if err != nil {
 		return rep, err
@@ -320,8 +404,7 @@ func proxyRows(ctx context.Context, stderr io.Writer, cfg config, e *env, bin st
 	directHC, proxyHC := newHTTPClient(conc), newHTTPClient(conc)
 	defer directHC.CloseIdleConnections()
 	defer proxyHC.CloseIdleConnections()
-	path := "/items/" + coll
-	proxyURL, directURL := "http://"+proxyListen+path, e.d.URL+path
+	proxyURL := "http://" + proxyListen + path
 
 	// Warm-up through the proxy: the first swap creates the machine user.
 	// The proxy listener starts just after the exchange listener is ready.
@@ -362,13 +445,27 @@ func proxyRows(ctx context.Context, stderr io.Writer, cfg config, e *env, bin st
 	if !bytes.Equal(direct, viaProxy) {
 		return rep, fmt.Errorf("direct and through the proxy, Directus answered differently (%d and %d bytes)", len(direct), len(viaProxy))
 	}
+	if hook != nil {
+		viaHook, err := getItems(ctx, hook.hc, hook.url, hook.token)
+		if err != nil {
+			return rep, fmt.Errorf("through the hook: %w", err)
+		}
+		if !bytes.Equal(viaHook, direct) {
+			return rep, fmt.Errorf("direct and through the hook, Directus answered differently (%d and %d bytes)", len(direct), len(viaHook))
+		}
+	}
 
 	direct1 := proxySide{directHC, directURL, static}
 	through := proxySide{proxyHC, proxyURL, c.Token}
 	mc := &http.Client{Timeout: 5 * time.Second}
 	before, errBefore := scrape(ctx, mc, p.url)
-	if rep.rounds, err = alternate(ctx, stderr, cfg, conc, e.d.Name, p.cmd.Process.Pid, direct1, through); err != nil {
+	if rep.rounds, err = alternate(ctx, stderr, cfg, conc, e.d.Name, p.cmd.Process.Pid, direct1, through, hook); err != nil {
 		return rep, err
+	}
+	if hook != nil {
+		if rep.hookUserSeen, err = e.hookUserState(ctx, rep.hookUser, roleRec.ID); err != nil {
+			return rep, err
+		}
 	}
 	if after, err := scrape(ctx, mc, p.url); err == nil && errBefore == nil {
 		rep.swaps = metricSum(after, "directus_bridge_exchanges_total") - metricSum(before, "directus_bridge_exchanges_total")
@@ -384,6 +481,16 @@ func proxyRows(ctx context.Context, stderr io.Writer, cfg config, e *env, bin st
 			return rep, err
 		}
 		rep.profiled = path
+	}
+	if rep.uninstallHook != nil {
+		// Directus as it was, for the rows below; the binary first, so
+		// that the restart does not reach its log.
+		finish()
+		if err := rep.uninstallHook(); err != nil {
+			rep.hookRemoved = err.Error()
+			return rep, err
+		}
+		rep.hookRemoved = "removed, Directus restarted"
 	}
 	if !cfg.proxyNoop {
 		return rep, nil
@@ -426,7 +533,7 @@ func proxyRows(ctx context.Context, stderr io.Writer, cfg config, e *env, bin st
 	cpu0, t0 := processCPU(p2.cmd.Process.Pid), time.Now()
 	time.Sleep(2 * time.Second)
 	rep.idleCPU = float64(processCPU(p2.cmd.Process.Pid)-cpu0) / time.Since(t0).Seconds()
-	if rep.noop, err = alternate(ctx, stderr, cfg, cfg.proxyNoopConc, e.d.Name+", no-op upstream", p2.cmd.Process.Pid, proxySide{directHC, noopURL, static}, through); err != nil {
+	if rep.noop, err = alternate(ctx, stderr, cfg, cfg.proxyNoopConc, e.d.Name+", no-op upstream", p2.cmd.Process.Pid, proxySide{directHC, noopURL, static}, through, nil); err != nil {
 		return rep, err
 	}
 	if cfg.proxyProfile != "" {
@@ -456,26 +563,35 @@ func (s proxySide) op() func(ctx context.Context, _, _ int) error {
 	}
 }
 
-// alternate measures -proxy-rounds rounds of direct against through,
-// alternated in -proxy-slice slices (direct first in even slices, the proxy
-// first in odd ones), and the CPU time of process pid (the bridge) during
-// the proxy's slices.
-func alternate(ctx context.Context, stderr io.Writer, cfg config, conc int, name string, pid int, direct, through proxySide) ([]proxyRound, error) {
+// alternate measures -proxy-rounds rounds of direct against through (and
+// hook, when not nil), alternated in -proxy-slice slices: the order turns
+// by one side each slice (direct first in slice 0, the proxy first in slice
+// 1, ...), so that no side always follows the same one. It also measures
+// the CPU time of process pid (the bridge) during the proxy's slices.
+func alternate(ctx context.Context, stderr io.Writer, cfg config, conc int, name string, pid int, direct, through proxySide, hook *proxySide) ([]proxyRound, error) {
 	var out []proxyRound
 	nSlices := max(1, int((cfg.duration+cfg.proxySlice-1)/cfg.proxySlice))
 	slice := cfg.duration / time.Duration(nSlices)
+	sides, what := 2, "direct and through the proxy"
+	if hook != nil {
+		sides, what = 3, "direct, through the proxy and through the hook"
+	}
 	for round := range cfg.proxyRounds {
-		progress(stderr, "%s: proxy round %d of %d: direct and through the proxy alternated in %d slices of %s each",
-			name, round+1, cfg.proxyRounds, nSlices, slice)
+		progress(stderr, "%s: proxy round %d of %d: %s alternated in %d slices of %s each",
+			name, round+1, cfg.proxyRounds, what, nSlices, slice)
 		var r proxyRound
 		for sl := range nSlices {
-			for j := range 2 {
-				if (j+sl)%2 == 0 {
-					r.direct.merge(load(ctx, conc, slice, max(1, cfg.maxRequests/nSlices), direct.op()))
-				} else {
+			for j := range sides {
+				n := max(1, cfg.maxRequests/nSlices)
+				switch (j + sl) % sides {
+				case 0:
+					r.direct.merge(load(ctx, conc, slice, n, direct.op()))
+				case 1:
 					cpu0 := processCPU(pid)
-					r.proxy.merge(load(ctx, conc, slice, max(1, cfg.maxRequests/nSlices), through.op()))
+					r.proxy.merge(load(ctx, conc, slice, n, through.op()))
 					r.bridgeCPU += processCPU(pid) - cpu0
+				case 2:
+					r.hook.merge(load(ctx, conc, slice, n, hook.op()))
 				}
 				if ctx.Err() != nil {
 					return out, ctx.Err()
@@ -484,6 +600,7 @@ func alternate(ctx context.Context, stderr io.Writer, cfg config, conc int, name
 		}
 		slices.Sort(r.direct.lat)
 		slices.Sort(r.proxy.lat)
+		slices.Sort(r.hook.lat)
 		out = append(out, r)
 	}
 	return out, nil
@@ -546,11 +663,20 @@ func (r *proxyReport) print(w io.Writer, cfg config) {
 	fmt.Fprintf(w, "request: GET /items/%s (%d items, %d-byte answer), keep-alive clients in this process; loopback only\n", r.collection, proxyItems, r.answer)
 	fmt.Fprintln(w, "direct: to Directus with the machine user's static token (one exchange at the bridge gave it): the limit")
 	fmt.Fprintln(w, "proxy: to the binary's proxy.listen with the IdP access token, swapped in process for the same static token (serve, own process, JSON logs at info to a file, rate limits off, reconciler off)")
-	fmt.Fprintf(w, "each round alternates the two sides in slices of about %s (direct first in even slices, the proxy first in odd ones)\n\n", cfg.proxySlice)
+	if hookMeasuredIn(r.rounds) {
+		fmt.Fprintf(w, "hook: to Directus with another IdP client's access token, verified by the hook extension installed for these rows (below)\n")
+		fmt.Fprintf(w, "each round alternates the three sides in slices of about %s, the order turning by one side each slice (direct, proxy, hook; proxy, hook, direct; ...)\n\n", cfg.proxySlice)
+	} else {
+		fmt.Fprintf(w, "each round alternates the two sides in slices of about %s (direct first in even slices, the proxy first in odd ones)\n\n", cfg.proxySlice)
+	}
 	printRounds(w, "direct", r.rounds)
 	d, p := total(r.rounds)
-	if r.hook != nil {
+	switch {
+	case hookMeasuredIn(r.rounds):
+		printHookRounds(w, r)
+	case r.hook != nil:
 		h := r.hook
+		fmt.Fprintf(w, "hook extension not measured in this run (%s)\n", r.hookWhy)
 		fmt.Fprintf(w, "hook extension (measured earlier, not in this run: %s): %.0f-%.0f req/s, beside %.0f-%.0f req/s with a static token then\n",
 			h.where, h.low, h.high, h.directLow, h.directHigh)
 		fmt.Fprintf(w, "proxy / hook: %.2f× its best figure, %.2f× its low figure; direct in this run / static then: %.2f×-%.2f×\n",
@@ -558,8 +684,8 @@ func (r *proxyReport) print(w io.Writer, cfg config) {
 		m := measure(r.rounds, r.log)
 		fmt.Fprintf(w, "estimate, not a measurement: proxy / direct here (median %.2f×) times static / hook then (%.2f×-%.2f×) = %.2f×-%.2f× the hook on one machine\n",
 			median(m.ratios), h.directLow/h.high, h.directHigh/h.low, median(m.ratios)*h.directLow/h.high, median(m.ratios)*h.directHigh/h.low)
-	} else {
-		fmt.Fprintln(w, "hook extension: no figure for this Directus (on Directus 12 Core the common hook fails every request with 400 INVALID_PAYLOAD)")
+	default:
+		fmt.Fprintf(w, "hook extension: not measured (%s), no figure for this Directus (on Directus 12 Core the common hook fails every request with 400 INVALID_PAYLOAD)\n", r.hookWhy)
 	}
 	if r.swaps >= 0 {
 		fmt.Fprintf(w, "bridge during the counted rows: %d proxied requests, %.0f swaps in its exchange metrics, %.0f Directus requests of its own (background ones included)\n",
@@ -591,4 +717,46 @@ func (r *proxyReport) verdicts() []verdict {
 		own = &m
 	}
 	return proxyVerdicts(r.directus, measure(r.rounds, r.log), own, r.hook)
+}
+
+// printHookRounds prints the hook row beside the two others, round by round.
+func printHookRounds(w io.Writer, r *proxyReport) {
+	fmt.Fprintln(w, "\nhook: the common hook extension (testdata/stack/hook), installed into this Directus for these rows; a second IdP client with the same scope sends its IdP token straight to Directus, where the hook verifies it and reads and updates its user on every request")
+	fmt.Fprintf(w, "before the hook, Directus refused that token (%s); it was loaded during all three sides' slices (a static token passes it after one decode)\n\n", r.hookBefore)
+	fmt.Fprintln(w, "| round | direct /s | proxy /s | hook /s | hook p50 | hook p99 | proxy / hook | direct / hook |")
+	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|")
+	row := func(label string, d, p, h result) {
+		var ph, dh float64
+		if h.rate() > 0 {
+			ph, dh = p.rate()/h.rate(), d.rate()/h.rate()
+		}
+		fmt.Fprintf(w, "| %s | %.0f | %.0f | %.0f | %s | %s | %.2f× | %.2f× |\n", label,
+			d.rate(), p.rate(), h.rate(), ms(h.pct(0.5)), ms(h.pct(0.99)), ph, dh)
+	}
+	var hook result
+	for i, rd := range r.rounds {
+		row(fmt.Sprint(i+1), rd.direct, rd.proxy, rd.hook)
+		hook.merge(rd.hook)
+	}
+	slices.Sort(hook.lat)
+	d, p := total(r.rounds)
+	row("all", d, p, hook)
+	fmt.Fprintln(w)
+	m := measure(r.rounds, logStats{})
+	if len(m.hookRatios) > 0 {
+		fmt.Fprintf(w, "proxy / hook: min %.2f×, median %.2f×, max %.2f× over %d rounds\n", m.hookRatios[0], median(m.hookRatios), m.hookRatios[len(m.hookRatios)-1], len(m.hookRatios))
+	}
+	if hook.failed > 0 {
+		fmt.Fprintf(w, "hook: %d requests failed, first: %v\n", hook.failed, hook.firstErr)
+	}
+	fmt.Fprintf(w, "the hook's user after these rows: %s\n", r.hookUserSeen)
+	fmt.Fprintf(w, "hook extension after these rows: %s\n", r.hookRemoved)
+}
+
+// notMeasured is why, as a clause of the fallback verdict.
+func notMeasured(why string) string {
+	if why == "" {
+		return ""
+	}
+	return ": the hook was not measured: " + why
 }

@@ -28,6 +28,14 @@ type stack struct {
 	Postgres struct {
 		DSN string `json:"dsn"` // password inside: never printed
 	} `json:"postgres"`
+	// Hook is the common hook extension, installed with its dependencies
+	// (testdata/stack/hook), when the stack has it: the proxy rows load it
+	// into Directus 11 for the hook row.
+	Hook *struct {
+		Dir string `json:"dir"`
+	} `json:"hook"`
+	Dir    string `json:"dir"`          // the stack's folder: DIR/<name>/extensions, DIR/<name>/extra.env
+	Script string `json:"stack_script"` // stack.sh, to restart one Directus
 }
 
 type directusInstance struct {

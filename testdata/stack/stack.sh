@@ -7,7 +7,7 @@
 #   stack.sh up [DIR] [--only LIST]  install (cached), start, write DIR/stack.json
 #   stack.sh down [DIR]              stop everything started in DIR and remove DIR
 #   stack.sh directus-stop NAME [DIR]
-#   stack.sh directus-start NAME [DIR]
+#   stack.sh directus-start NAME [DIR]   (also reads DIR/NAME/extra.env, when there)
 #   stack.sh status [DIR]
 #
 # NAME is directus12-postgres or directus11-sqlite. LIST (or $DIRECTUS_BRIDGE_STACK_ONLY)
@@ -91,6 +91,7 @@ needed_pkgs() {
 	has_component "$D11" && printf 'directus11\n'
 	if has_component idp && idp_present; then printf 'idp\n'; fi
 	if sdk_present; then printf 'sdk\n'; fi
+	if has_component "$D11" && hook_wanted; then printf 'hook\n'; fi
 	return 0
 }
 
@@ -269,6 +270,13 @@ install_pkg() {
 idp_present() { [[ -f "$STACK_SRC/idp/package.json" && -f "$STACK_SRC/idp/package-lock.json" ]]; }
 # The Directus SDK is not a server: it is installed for the clients of the stack (e2e/sdk).
 sdk_present() { [[ -f "$STACK_SRC/sdk/package.json" && -f "$STACK_SRC/sdk/package-lock.json" ]]; }
+# The common hook extension, ported for measurement (hook/README.md): installed with its
+# dependencies, not loaded by any Directus until a client copies it into DIR/NAME/extensions.
+hook_present() { [[ -f "$STACK_SRC/hook/package.json" && -f "$STACK_SRC/hook/package-lock.json" ]]; }
+# The hook is optional (only the benchmark uses it, and it falls back without it): without npm and
+# not in the cache yet, it is left out with a warning instead of failing the install.
+hook_wanted() { hook_present && { pkg_cached hook || command -v npm >/dev/null 2>&1; }; }
+hook_installed() { hook_present && [[ -f "$(pkg_dir hook)/.install-complete" ]]; }
 
 # install_all: the npm packages COMPONENTS need.
 install_all() {
@@ -292,6 +300,9 @@ install_all() {
 	fi
 	if has_component idp && ! idp_present; then
 		log "WARNING: $STACK_SRC/idp is missing: the stack will run without an IdP"
+	fi
+	if has_component "$D11" && hook_present && ! hook_wanted; then
+		log "WARNING: hook: not installed (no npm): stack.json will have no hook"
 	fi
 	log "install done in $(elapsed "$t0")"
 }
@@ -372,19 +383,20 @@ clean_env() {
 }
 
 # spawn PIDFILE LOGFILE WORKDIR ENVFILE CMD...: start CMD detached in its own session (so it can be
-# stopped as a process group), clean environment plus the variables of ENVFILE, output appended to
-# LOGFILE; its PID goes to PIDFILE.
+# stopped as a process group), clean environment plus the variables of ENVFILE (then those of
+# $SPAWN_EXTRA_ENV, a file, when set and there), output appended to LOGFILE; its PID goes to PIDFILE.
 spawn() {
-	local pidfile="$1" logfile="$2" workdir="$3" envfile="$4" envv=()
+	local pidfile="$1" logfile="$2" workdir="$3" envfile="$4" extra="${SPAWN_EXTRA_ENV:-}" envv=()
 	shift 4
+	[[ -n "$extra" && -f "$extra" ]] || extra=/dev/null
 	rm -f "$pidfile"
 	mapfile -d '' -t envv < <(clean_env)
 	(
 		cd "$workdir"
 		close_fds
 		# shellcheck disable=SC2016 # expanded by the inner bash
-		exec setsid env -i "${envv[@]}" "$BASH" -c 'echo $$ >"$1.tmp" && mv "$1.tmp" "$1"; set -a; . "$2"; set +a; shift 2; exec "$@"' \
-			spawn "$pidfile" "$envfile" "$@" </dev/null >>"$logfile" 2>&1
+		exec setsid env -i "${envv[@]}" "$BASH" -c 'echo $$ >"$1.tmp" && mv "$1.tmp" "$1"; set -a; . "$2"; . "$3"; set +a; shift 3; exec "$@"' \
+			spawn "$pidfile" "$envfile" "$extra" "$@" </dev/null >>"$logfile" 2>&1
 	) &
 	local i
 	for ((i = 0; i < 200; i++)); do
@@ -609,7 +621,11 @@ directus_start() {
 	else
 		port_open "$port" && die "$name: port $port is taken by another process"
 		printf '\n=== %s: start %s\n' "$(date -u +%FT%TZ)" "$name" >>"$DIR/$name.log"
-		spawn "$DIR/$name.pid" "$DIR/$name.log" "$DIR/$name" "$DIR/$name/env" node "$api/dist/cli/run.js" start
+		# DIR/NAME/extra.env, written by a client of the stack (e.g. the variables an extension
+		# in DIR/NAME/extensions reads), is read after DIR/NAME/env: the caller's own environment
+		# never reaches Directus.
+		[[ -f "$DIR/$name/extra.env" ]] && log "$name: with the variables of $DIR/$name/extra.env"
+		SPAWN_EXTRA_ENV="$DIR/$name/extra.env" spawn "$DIR/$name.pid" "$DIR/$name.log" "$DIR/$name" "$DIR/$name/env" node "$api/dist/cli/run.js" start
 	fi
 	pid="$(read_pid "$DIR/$name.pid")"
 	for ((i = 0; i < PING_TIMEOUT * 5; i++)); do
@@ -669,9 +685,10 @@ idp_stop() {
 # ---------------------------------------------------------------- stack
 
 write_stack_json() {
-	local idpfile="" name args=() pgdsn="" sdkdir=""
+	local idpfile="" name args=() pgdsn="" sdkdir="" hookdir=""
 	[[ -f "$DIR/idp/idp.json" ]] && idpfile="$DIR/idp/idp.json"
 	sdk_present && sdkdir="$(pkg_dir sdk)"
+	has_component "$D11" && hook_installed && hookdir="$(pkg_dir hook)"
 	has_component "$D12" && [[ -f "$DIR/pg-bridge.env" ]] && pgdsn="$(env_get "$DIR/pg-bridge.env" BRIDGE_DSN)"
 	for name in $(directus_components); do
 		args+=("$name" "$(env_get "$DIR/$name/env" PUBLIC_URL)" "$(env_get "$DIR/$name/env" ADMIN_TOKEN)"
@@ -679,7 +696,7 @@ write_stack_json() {
 	done
 	"$NODE" -e '
 const fs = require("fs");
-const [dir, script, idpfile, pgdsn, sdkdir, ...a] = process.argv.slice(1);
+const [dir, script, idpfile, pgdsn, sdkdir, hookdir, ...a] = process.argv.slice(1);
 const known = { "directus12-postgres": ["12.4.0", "postgres"], "directus11-sqlite": ["11.17.4", "sqlite"] };
 const directus = [];
 for (let i = 0; i < a.length; i += 5) {
@@ -693,11 +710,15 @@ const out = {
   // The Directus SDK for clients of the stack, and the Node 22 that runs them.
   sdk: sdkdir ? { dir: sdkdir, node: process.execPath,
     version: JSON.parse(fs.readFileSync(sdkdir + "/node_modules/@directus/sdk/package.json", "utf8")).version } : null,
+  // The common hook extension (hook/), installed with its dependencies, loaded by no Directus:
+  // a client copies dir into DIR/<name>/extensions/ and restarts that Directus (Directus 11 only).
+  hook: hookdir ? { dir: hookdir, name: JSON.parse(fs.readFileSync(hookdir + "/package.json", "utf8")).name,
+    host: JSON.parse(fs.readFileSync(hookdir + "/package.json", "utf8"))["directus:extension"].host } : null,
   stack_script: script,
   dir,
 };
 if (pgdsn) out.postgres = { dsn: pgdsn }; // the state database of the bridge (with directus12-postgres only)
-process.stdout.write(JSON.stringify(out, null, 2) + "\n");' "$DIR" "$SCRIPT_PATH" "$idpfile" "$pgdsn" "$sdkdir" "${args[@]}" >"$DIR/stack.json.tmp"
+process.stdout.write(JSON.stringify(out, null, 2) + "\n");' "$DIR" "$SCRIPT_PATH" "$idpfile" "$pgdsn" "$sdkdir" "$hookdir" "${args[@]}" >"$DIR/stack.json.tmp"
 	chmod 644 "$DIR/stack.json.tmp"
 	mv "$DIR/stack.json.tmp" "$DIR/stack.json"
 }
