@@ -28,7 +28,7 @@ func TestStackScriptsCheck(t *testing.T) {
 		}
 	})
 	emptyCache := t.TempDir()
-	warmCache := filledCache(t, "node22", "directus12", "directus11", "idp", "sdk")
+	warmCache := filledCache(t, "node22", "directus12", "directus11", "idp", "sdk", "hook")
 
 	tests := []struct {
 		name    string
