@@ -22,7 +22,7 @@ import (
 // a membership test over a hundred roles costs a few hundred, a hostile
 // expression (nested comprehensions over a long claim list) is cut off
 // after this and does not hold.
-const ConditionCostLimit = 100_000
+const ConditionCostLimit = 10_000
 
 // maxConditionBytes bounds a condition's text.
 const maxConditionBytes = 4 << 10
@@ -113,7 +113,13 @@ func compile(expr string) (*condition, error) {
 	}
 	checked, iss := e.Compile(expr)
 	if iss != nil && iss.Err() != nil {
-		return nil, errors.New(strings.TrimSpace(strings.ReplaceAll(iss.Err().Error(), "<input>:", "at ")))
+		// One line, each error at its line:column (from 1), as a
+		// configuration check lists problems.
+		var msgs []string
+		for _, e := range iss.Errors() {
+			msgs = append(msgs, fmt.Sprintf("at %d:%d: %s", e.Location.Line(), e.Location.Column()+1, e.Message))
+		}
+		return nil, errors.New("condition " + strings.Join(msgs, "; "))
 	}
 	if !checked.OutputType().IsExactType(cel.BoolType) {
 		hint := ""

@@ -150,8 +150,8 @@ func TestValidateCondition(t *testing.T) {
 	for _, p := range re.Problems {
 		got = append(got, fmt.Sprintf("%d %s %s", p.Index, p.Field, p.Reason))
 	}
-	if len(got) != 2 || !strings.HasPrefix(got[0], "1 condition condition: ERROR: at 1:13: Syntax error") ||
-		got[1] != "2 condition condition: condition is of type int, want bool" {
+	if len(got) != 2 || !strings.HasPrefix(got[0], "1 condition condition at 1:13: Syntax error: token recognition error at: '= '; at 1:15:") ||
+		got[1] != "2 condition condition is of type int, want bool" {
 		t.Errorf("problems:\n%s", strings.Join(got, "\n"))
 	}
 }

@@ -156,7 +156,7 @@ func (rs Rules) Validate() error {
 		}
 		if r.Condition != "" {
 			if err := CompileCondition(r.Condition); err != nil {
-				bad("condition", "condition: %v", err)
+				bad("condition", "%v", err)
 			}
 		}
 		for _, list := range []struct {
