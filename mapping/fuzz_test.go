@@ -170,8 +170,13 @@ func checkDecision(t *testing.T, rules mapping.Rules, in mapping.Input) {
 	d := rules.Evaluate(in)
 	describe := func() string { return fmt.Sprintf("rules: %+v\ninput: %+v\ndecision: %+v", rules, in, d) }
 	fast := d
-	fast.Reasons, fast.Trace = nil, nil
-	checkTrace(t, rules, d, describe)
+	fast.Reasons = nil
+	explained := rules.Explain(in)
+	checkTrace(t, rules, explained, describe)
+	explained.Trace = nil
+	if diff := cmp.Diff(d, explained); diff != "" {
+		t.Fatalf("Explain differs from Evaluate but for its Trace (-Evaluate +Explain):\n%s\n%s", diff, describe())
+	}
 	if diff := cmp.Diff(fast, rules.Decide(in)); diff != "" {
 		t.Fatalf("Decide differs from Evaluate without Reasons (-Evaluate +Decide):\n%s\n%s", diff, describe())
 	}
