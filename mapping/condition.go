@@ -203,13 +203,17 @@ func (c *condition) eval(in Input) (bool, string) {
 // activation gives a condition the variables of an Input, each made when
 // the expression first reads it.
 type activation struct {
-	in *Input
+	in     *Input
+	claims ref.Val
 }
 
 func (a *activation) ResolveName(name string) (any, bool) {
 	switch name {
 	case "claims":
-		return claimsValue(*a.in), true
+		if a.claims == nil {
+			a.claims = claimsValue(*a.in)
+		}
+		return a.claims, true
 	case "issuer":
 		return types.String(a.in.Issuer), true
 	case "audiences":
@@ -256,6 +260,9 @@ func (claimAdapter) NativeToValue(v any) ref.Val {
 	case map[string]any:
 		return types.NewStringInterfaceMap(claimAdapter{}, x)
 	case []any:
+		// Lazily, element by element: converting a list when it is read
+		// would let an expression that reads a long list in a loop do work
+		// the cost limit does not count.
 		return types.NewDynamicList(claimAdapter{}, x)
 	case []string:
 		return types.NewStringList(claimAdapter{}, x)

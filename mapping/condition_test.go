@@ -189,6 +189,9 @@ func TestConditionCostLimit(t *testing.T) {
 		`claims.groups.all(a, claims.groups.all(b, claims.groups.all(c, a != b || b != c || true)))`,
 		`claims.groups.map(a, claims.groups.map(b, a + b)).size() > 0`,
 		`claims.groups.filter(a, claims.groups.exists(b, b == a + "x")).size() == 0`,
+		// Reading a long list in a loop costs what the limit counts, no more.
+		`claims.groups.all(a, size(claims.groups) > 0)`,
+		`claims.groups.all(a, claims.groups.exists(b, b == "none") || true) && false`,
 	} {
 		rules := mapping.Rules{{Condition: expr, Role: "r"}}
 		if err := rules.Validate(); err != nil {
