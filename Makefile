@@ -28,7 +28,7 @@ lint:
 ##       machine.
 FUZZTIME ?= 50000x
 fuzz:
-	@for t in FuzzVerify FuzzParseRequest FuzzParseForm FuzzClaims FuzzUniqueMembers; do \
+	@for t in FuzzVerify FuzzParseRequest FuzzParseForm FuzzClaims FuzzUniqueMembers FuzzNestedUnique; do \
 		$(GO) test ./bridge -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) || exit 1; done
 	@for t in FuzzConfigCheck; do \
 		$(GO) test ./cmd/directus-bridge -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) || exit 1; done

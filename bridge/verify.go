@@ -549,7 +549,11 @@ func verifiedClaims(b []byte) (map[string]json.RawMessage, map[string]any, error
 }
 
 // decodeClaims decodes a JSON object of claims, numbers as json.Number.
+// A member repeated in a nested object is refused (nestedUnique).
 func decodeClaims(b []byte) (map[string]any, error) {
+	if err := nestedUnique(b); err != nil {
+		return nil, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	var raw map[string]any
