@@ -611,6 +611,16 @@ func FuzzClaims(f *testing.F) {
 		}
 		client := stringClaim(msg)
 		date, ok := numericDate(msg)
+		// A client id is a string claim, or a number written out.
+		switch id := clientClaim(msg); {
+		case client != "" && id != client:
+			t.Fatalf("clientClaim(%q) = %q, want the string %q", raw, id, client)
+		case client == "" && id != "":
+			var n json.Number
+			if json.Unmarshal(raw, &n) != nil {
+				t.Fatalf("clientClaim(%q) = %q from neither a string nor a number", raw, id)
+			}
+		}
 
 		var v any
 		if json.Unmarshal(raw, &v) != nil {

@@ -564,6 +564,11 @@ func TestHostileTokenCorpus(t *testing.T) {
 		{name: "payload EXP (upper case) overrides an expired exp", token: forgeCompact(t, hdr(), forgeAppend(claims(set("exp", unix(-time.Hour))), `"EXP":`+itoa(unix(time.Hour))), rs256)},
 		{name: "payload EXP (upper case) instead of exp", token: forgeCompact(t, hdr(), forgeAppend(claims(del("exp")), `"EXP":`+itoa(unix(time.Hour))), rs256)},
 		{name: "payload Aud (mixed case) overrides aud", token: forgeCompact(t, hdr(), forgeAppend(claims(set("aud", "https://elsewhere.example/api")), `"Aud":"`+testAudience+`"`), rs256)},
+		// Claim paths and conditions read nested members: a repeated one is
+		// refused as a repeated claim is.
+		{name: "payload nested member repeated", token: forgeCompact(t, hdr(), forgeAppend(claims(nil), `"realm_access":{"roles":["user"],"roles":["admin"]}`), rs256), descr: "malformed JWT payload"},
+		{name: "payload member repeated in a list element", token: forgeCompact(t, hdr(), forgeAppend(claims(nil), `"orgs":[{"id":"a","id":"b"}]`), rs256), descr: "malformed JWT payload"},
+		{name: "payload nested member repeated through an escape", token: forgeCompact(t, hdr(), forgeAppend(claims(nil), `"k8s":{"ns":"dev","\u006es":"prod"}`), rs256), descr: "malformed JWT payload"},
 		{name: "payload ISS (upper case) names the trusted issuer", token: forgeCompact(t, hdr(), forgeAppend(claims(set("iss", "https://evil.example/")), `"ISS":"`+h.auth0.URL+`"`), rs256)},
 
 		// The request around the token.
