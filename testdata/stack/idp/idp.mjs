@@ -25,7 +25,7 @@ const { values: args } = parseArgs({
 
 const AUDIENCE = 'https://directus-bridge.test/api'; // default resource (aud) of every issuer
 const DEFAULT_TOKEN_TTL = 600; // seconds, unless the client registered "token_ttl"
-const ENTRA_TENANT = '72f988bf-86f1-41af-91ab-2d7cd011db47'; // the entra issuer's tenant id (tid)
+const ENTRA_TENANT = '8f1b2d3c-4e5f-4a6b-9c7d-0e1f2a3b4c5d'; // the entra issuer's tenant id (tid)
 
 // name -> path (the auth0 issuer ends with "/" like real Auth0 tenants), alg,
 // and how its access tokens differ from oidc-provider's default payload
