@@ -1,12 +1,15 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -545,7 +548,7 @@ func (e *Exchanger) exchangeVerified(ctx context.Context, id *Identity, req Requ
 	}
 	// Reasons (why each earlier rule did not match) cost a formatted string
 	// per rule: build them only when the debug line will be written.
-	in := mapping.Input{Issuer: id.Issuer.Name, Audiences: id.Audiences, Client: id.Client, Scopes: scopes, Claims: id.Claims}
+	in := mapping.Input{Issuer: id.Issuer.Name, Audiences: id.Audiences, Client: id.Client, Scopes: scopes, Raw: id.Raw, Claims: id.Claims}
 	var dec mapping.Decision
 	if debug {
 		dec = m.Evaluate(in)
@@ -605,6 +608,45 @@ func ruleClaims(all map[string][]string, rules mapping.Rules) map[string][]strin
 		}
 	}
 	return out
+}
+
+// recordClaims keeps, as signed, the top-level claims that the rules read
+// (through claim paths and conditions; every claim when a condition may
+// read any), so that the reconciler can evaluate the rules again as the
+// exchange did. As with ruleClaims, a claim the rules start to read later
+// is seen from each client's next exchange on.
+func recordClaims(id *Identity, rules mapping.Rules) map[string]json.RawMessage {
+	roots, all := rules.ClaimRoots()
+	if all {
+		return maps.Clone(id.signed)
+	}
+	var out map[string]json.RawMessage
+	for _, k := range roots {
+		if v, ok := id.signed[k]; ok {
+			if out == nil {
+				out = map[string]json.RawMessage{}
+			}
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// recordInput is what the rules see of a record's last token.
+func recordInput(rec Record) mapping.Input {
+	in := mapping.Input{Issuer: rec.Issuer, Audiences: rec.Audiences, Client: rec.Client, Scopes: rec.Scopes, Claims: rec.Claims}
+	if rec.RawClaims != nil {
+		in.Raw = make(map[string]any, len(rec.RawClaims))
+		for k, b := range rec.RawClaims {
+			dec := json.NewDecoder(bytes.NewReader(b))
+			dec.UseNumber()
+			var v any
+			if dec.Decode(&v) == nil {
+				in.Raw[k] = v
+			}
+		}
+	}
+	return in
 }
 
 func sortedUnique(s []string) []string {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/directus-bridge/directus-bridge/directus"
-	"github.com/directus-bridge/directus-bridge/mapping"
 )
 
 // ReconcileConfig shapes the periodic reconciliation of machine users.
@@ -253,7 +252,7 @@ func (e *Exchanger) planUser(u directus.User, rc ReconcileConfig) []plan {
 	}
 	if known && (len(rec.Scopes) > 0 || rec.Issuer != "") {
 		m := e.mapper.Load()
-		d := m.Decide(mapping.Input{Issuer: rec.Issuer, Audiences: rec.Audiences, Client: rec.Client, Scopes: rec.Scopes, Claims: rec.Claims})
+		d := m.Decide(recordInput(rec))
 		if d.Blocked {
 			return one(ActUnmapped, d.Rule+"'s grant has admin access in Directus without allow_admin")
 		}

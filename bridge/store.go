@@ -65,6 +65,10 @@ type Record struct {
 	// grant, so that the reconciler can re-evaluate the rules.
 	Audiences []string            `json:"audiences,omitempty"`
 	Claims    map[string][]string `json:"claims,omitempty"`
+	// RawClaims are, as signed, the top-level claims the rules read
+	// through claim paths and conditions (see recordClaims); Claims, kept
+	// beside them, are what earlier versions read.
+	RawClaims map[string]json.RawMessage `json:"raw_claims,omitempty"`
 	// LastExchange is the time of the client's last successful exchange.
 	LastExchange time.Time `json:"last_exchange,omitzero"`
 	// SuspendedByBridge: the bridge suspended the user and may reactivate it.

@@ -264,6 +264,7 @@ func (e *Exchanger) upsert(ctx context.Context, id *Identity, res *Result, m *Ma
 	}
 	next.Issuer, next.IssuerURL, next.Client = id.Issuer.Name, id.Issuer.Issuer, id.Client
 	next.Scopes, next.Audiences, next.Claims = res.Scopes, id.Audiences, ruleClaims(id.Claims, m.Rules)
+	next.RawClaims = recordClaims(id, m.Rules)
 	next.Unsure = true
 	if tok != next.Token && !slices.ContainsFunc(next.Maybe, func(c Candidate) bool { return c.Token == tok }) {
 		if len(next.Maybe) >= maxCandidates {
@@ -479,7 +480,7 @@ func (e *Exchanger) recordAdminSuspension(rec Record, known bool, next Record, v
 	r := rec
 	if !known {
 		r = Record{UserID: next.UserID, Issuer: next.Issuer, IssuerURL: next.IssuerURL, Client: next.Client,
-			Scopes: next.Scopes, Audiences: next.Audiences, Claims: next.Claims}
+			Scopes: next.Scopes, Audiences: next.Audiences, Claims: next.Claims, RawClaims: next.RawClaims}
 		// A token Directus holds that the bridge did not write (the hook's)
 		// is unknown: the next write replaces it.
 		r.Unsure = true

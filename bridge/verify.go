@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"sort"
@@ -18,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/directus-bridge/directus-bridge/mapping"
 	jose "github.com/go-jose/go-jose/v4"
 )
 
@@ -37,15 +39,19 @@ type IssuerConfig struct {
 	// Leeway is the clock skew allowed on exp, nbf and iat (default 30s).
 	Leeway Duration `yaml:"leeway"`
 	// RequiredClaims must all be present with these values (for example
-	// gty: client-credentials for Auth0, stt: 1 for SuperTokens).
+	// gty: client-credentials for Auth0, stt: 1 for SuperTokens). A name
+	// starting with "/" is a JSON Pointer into nested claims, as in rules.
 	RequiredClaims map[string]any `yaml:"required_claims"`
 	// RequireTyp, when set, must equal the JWT header typ (e.g. at+jwt),
 	// compared case-insensitively with an optional "application/" prefix.
 	RequireTyp string `yaml:"require_typ"`
 	// ScopeClaims are where scopes are read from, in order; every one present
-	// is merged (default: scope, scp). Strings are split on spaces.
+	// is merged (default: scope, scp). Strings are split on spaces. Each is
+	// a claim name or a JSON Pointer ("/scopes/granted").
 	ScopeClaims []string `yaml:"scope_claims"`
-	// ClientClaim names the client (default sub).
+	// ClientClaim names the client (default sub): a claim name or a JSON
+	// Pointer ("/kubernetes.io/serviceaccount/name"). Its value is a string,
+	// or a number (written without exponent).
 	ClientClaim string `yaml:"client_claim"`
 	// UserIDs says how the Directus user of a client is named: "hook" (the
 	// default) gives the hook extension's ids, uuidv5(namespace, client),
@@ -147,6 +153,19 @@ func (c *IssuerConfig) validate() []error {
 	default:
 		bad("user_ids", "user_ids must be hook or issuer, got %q", c.UserIDs)
 	}
+	if _, err := mapping.ParsePath(c.ClientClaim); err != nil {
+		bad("client_claim", "client_claim: %v", err)
+	}
+	for i, name := range c.ScopeClaims {
+		if _, err := mapping.ParsePath(name); err != nil {
+			bad(fmt.Sprintf("scope_claims[%d]", i+1), "scope_claims: %v", err)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.RequiredClaims)) {
+		if _, err := mapping.ParsePath(name); err != nil {
+			bad("required_claims."+name, "required_claims: %v", err)
+		}
+	}
 	if c.IDFromIssuer != nil {
 		bad("id_from_issuer", "id_from_issuer was replaced by user_ids: issuer, whose ids differ; see the upgrade notes before changing ids")
 	}
@@ -236,9 +255,15 @@ type Identity struct {
 	Audiences []string
 	Scopes    []string            // sorted, unique
 	Claims    map[string][]string // string-or-list claims, normalised
-	Expiry    time.Time
+	// Raw are all the claims as decoded JSON (numbers as json.Number),
+	// for claim paths and conditions.
+	Raw    map[string]any
+	Expiry time.Time
 	// Fingerprint identifies the subject token in logs without revealing it.
 	Fingerprint string
+
+	// signed are the claims as signed, kept for the records (recordClaims).
+	signed map[string]json.RawMessage
 
 	// decided memoises the mapping of this identity (exchangeVerified): a
 	// cached identity is presented again and again by a returning client.
@@ -359,14 +384,14 @@ func (v *verifier) verifyNew(ctx context.Context, raw string, set *issuerSet, no
 	if !bytes.Equal(signed, payload) {
 		return nil, refuse("signature or issuer check failed") // go-jose read other bytes
 	}
-	claims, err := verifiedClaims(signed)
+	claims, decoded, err := verifiedClaims(signed)
 	if err != nil {
 		return nil, refuse("malformed JWT payload")
 	}
 	if !registeredStrings(claims) || stringClaim(claims["iss"]) != cfg.Issuer {
 		return nil, refuse("signature or issuer check failed")
 	}
-	id, err := v.check(cfg, claims, now)
+	id, err := v.check(cfg, claims, decoded, now)
 	if err != nil {
 		return nil, err
 	}
@@ -502,20 +527,57 @@ func isIss(raw []byte, plain bool) bool {
 
 // verifiedClaims decodes a payload whose signature holds: valid JSON, an
 // object whose members are unique and spell no registered name in another
-// case.
-func verifiedClaims(b []byte) (map[string]json.RawMessage, error) {
+// case. It returns the members as written and the whole as decoded JSON,
+// numbers as json.Number (exact, as the rules compare them).
+func verifiedClaims(b []byte) (map[string]json.RawMessage, map[string]any, error) {
 	var o jsonObject
 	if err := o.scan(b); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := o.unique(registeredClaims); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var claims map[string]json.RawMessage
 	if err := json.Unmarshal(b, &claims); err != nil {
+		return nil, nil, err
+	}
+	raw, err := decodeClaims(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	return claims, raw, nil
+}
+
+// decodeClaims decodes a JSON object of claims, numbers as json.Number.
+func decodeClaims(b []byte) (map[string]any, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var raw map[string]any
+	if err := dec.Decode(&raw); err != nil {
 		return nil, err
 	}
-	return claims, nil
+	return raw, nil
+}
+
+// claimJSON is the claim that name (a claim name or a JSON Pointer) names,
+// as JSON; nil when it is not there.
+func claimJSON(claims map[string]json.RawMessage, raw map[string]any, name string) json.RawMessage {
+	if !strings.HasPrefix(name, "/") {
+		return claims[name]
+	}
+	p, err := mapping.ParsePath(name)
+	if err != nil {
+		return nil
+	}
+	v, ok := p.Lookup(raw)
+	if !ok {
+		return nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil
+	}
+	return b
 }
 
 // registeredStrings reports whether the registered claims that go-oidc
@@ -559,7 +621,7 @@ func audiences(raw json.RawMessage) ([]string, bool) {
 }
 
 // check applies the issuer's rules to verified claims.
-func (v *verifier) check(cfg *IssuerConfig, claims map[string]json.RawMessage, now time.Time) (*Identity, error) {
+func (v *verifier) check(cfg *IssuerConfig, claims map[string]json.RawMessage, raw map[string]any, now time.Time) (*Identity, error) {
 	leeway := cfg.Leeway.D()
 	// Dates are JSON numbers (go-oidc, which verified tokens before,
 	// accepted quoted numbers and wrapped huge ones into the past).
@@ -596,11 +658,11 @@ func (v *verifier) check(cfg *IssuerConfig, claims map[string]json.RawMessage, n
 	}
 	sort.Strings(keys)
 	for _, name := range keys {
-		if !claimEquals(claims[name], cfg.RequiredClaims[name]) {
+		if !claimEquals(claimJSON(claims, raw, name), cfg.RequiredClaims[name]) {
 			return nil, refuse("required claim %s is missing or has another value", name)
 		}
 	}
-	client := stringClaim(claims[cfg.ClientClaim])
+	client := clientClaim(claimJSON(claims, raw, cfg.ClientClaim))
 	if client == "" {
 		return nil, refuse("client claim %s is missing", cfg.ClientClaim)
 	}
@@ -609,7 +671,7 @@ func (v *verifier) check(cfg *IssuerConfig, claims map[string]json.RawMessage, n
 	}
 	var scopes []string
 	for _, c := range cfg.ScopeClaims {
-		scopes = append(scopes, stringOrList(claims[c], true)...)
+		scopes = append(scopes, stringOrList(claimJSON(claims, raw, c), true)...)
 	}
 	sort.Strings(scopes)
 	norm := map[string][]string{}
@@ -624,7 +686,9 @@ func (v *verifier) check(cfg *IssuerConfig, claims map[string]json.RawMessage, n
 		Audiences: aud,
 		Scopes:    slices.Compact(scopes),
 		Claims:    norm,
+		Raw:       raw,
 		Expiry:    exp,
+		signed:    claims,
 	}, nil
 }
 
@@ -656,6 +720,19 @@ func numericDate(raw json.RawMessage) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return time.Unix(int64(*f), 0), true
+}
+
+// clientClaim reads a client id: a string, or a number as the rules
+// render it (GitHub's repository_id, say).
+func clientClaim(raw json.RawMessage) string {
+	if len(raw) > 0 && (raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9')) {
+		var n json.Number
+		if json.Unmarshal(raw, &n) == nil {
+			s, _ := mapping.Scalar(n)
+			return s
+		}
+	}
+	return stringClaim(raw)
 }
 
 func stringClaim(raw json.RawMessage) string {

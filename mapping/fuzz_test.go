@@ -121,7 +121,8 @@ func checkDecision(t *testing.T, rules mapping.Rules, in mapping.Input) {
 	d := rules.Evaluate(in)
 	describe := func() string { return fmt.Sprintf("rules: %+v\ninput: %+v\ndecision: %+v", rules, in, d) }
 	fast := d
-	fast.Reasons = nil
+	fast.Reasons, fast.Trace = nil, nil
+	checkTrace(t, rules, d, describe)
 	if diff := cmp.Diff(fast, rules.Decide(in)); diff != "" {
 		t.Fatalf("Decide differs from Evaluate without Reasons (-Evaluate +Decide):\n%s\n%s", diff, describe())
 	}
@@ -171,6 +172,40 @@ func checkDecision(t *testing.T, rules mapping.Rules, in mapping.Input) {
 	}
 	if diff := cmp.Diff(d, rules.Evaluate(in)); diff != "" {
 		t.Fatalf("Evaluate is not deterministic (-first +second):\n%s\n%s", diff, describe())
+	}
+}
+
+// checkTrace asserts that Trace agrees with the decision: one entry per
+// rule looked at, every check of the match held, a skipped rule's first
+// failing check is its reason.
+func checkTrace(t *testing.T, rules mapping.Rules, d mapping.Decision, describe func() string) {
+	t.Helper()
+	looked := len(rules)
+	if d.Matched {
+		looked = d.Index + 1
+	}
+	if len(d.Trace) != looked {
+		t.Fatalf("trace has %d rules, want %d\n%s", len(d.Trace), looked, describe())
+	}
+	skipped := 0
+	for i, rt := range d.Trace {
+		if rt.Index != i {
+			t.Fatalf("trace %d is of rule index %d\n%s", i, rt.Index, describe())
+		}
+		failed := slices.IndexFunc(rt.Checks, func(c mapping.Check) bool { return !c.Held })
+		if d.Matched && i == d.Index {
+			if failed >= 0 {
+				t.Fatalf("the matching rule's check %+v failed\n%s", rt.Checks[failed], describe())
+			}
+			continue
+		}
+		if failed < 0 {
+			t.Fatalf("skipped %s has no failing check\n%s", rt.Rule, describe())
+		}
+		if want := rt.Rule + ": " + rt.Checks[failed].Detail; d.Reasons[skipped] != want {
+			t.Fatalf("reason %q, trace says %q\n%s", d.Reasons[skipped], want, describe())
+		}
+		skipped++
 	}
 }
 

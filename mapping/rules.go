@@ -1,6 +1,7 @@
 package mapping
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -25,8 +26,13 @@ type Rule struct {
 	AllScopes []string `yaml:"all_scopes"`
 	// AnyScopes: at least one must be present.
 	AnyScopes []string `yaml:"any_scopes"`
-	// Claims maps a claim name to a glob; for a list claim any element may match.
+	// Claims maps a claim to a glob; for a list claim any element may
+	// match. A name starting with "/" is a JSON Pointer into nested claims
+	// ("/realm_access/roles"); any other name is a top-level claim.
 	Claims map[string]string `yaml:"claims"`
+	// Condition is a CEL expression that must be true, for what the other
+	// conditions cannot say (see CompileCondition for its variables).
+	Condition string `yaml:"condition"`
 
 	// Role is the Directus role (name or id) granted. Required unless Deny.
 	Role string `yaml:"role"`
@@ -41,11 +47,33 @@ type Rule struct {
 
 // Input is what the rules see of a verified token.
 type Input struct {
-	Issuer    string              // configured issuer name
-	Audiences []string            // the token's aud
-	Client    string              // the client id claim
-	Scopes    []string            // normalised scopes (after any narrowing by the request)
-	Claims    map[string][]string // other claims, string-or-list normalised to lists
+	Issuer    string   // configured issuer name
+	Audiences []string // the token's aud
+	Client    string   // the client id claim
+	Scopes    []string // normalised scopes (after any narrowing by the request)
+	// Raw are the token's claims as decoded JSON (numbers as json.Number):
+	// claim conditions and CEL conditions read them. When Raw is nil they
+	// read Claims instead, where only top-level names can be found.
+	Raw map[string]any
+	// Claims are the claims normalised to lists of strings (string, number
+	// and boolean claims, and the strings of list claims), as records of
+	// earlier versions kept them.
+	Claims map[string][]string
+}
+
+// claim returns the value of the claim at path (as written in a rule).
+func (in Input) claim(path string) (any, bool) {
+	if in.Raw != nil {
+		return lookup(in.Raw, path)
+	}
+	if path != "" && path[0] == '/' {
+		if strings.Count(path, "/") > 1 {
+			return nil, false
+		}
+		path = unescape(path[1:])
+	}
+	v, ok := in.Claims[path]
+	return v, ok
 }
 
 // Decision is the outcome of Evaluate.
@@ -63,6 +91,29 @@ type Decision struct {
 	// Blocked: the matching rule grants, but its grant is withheld (its
 	// role or a policy has admin access in Directus without allow_admin).
 	Blocked bool
+	// Trace is, from Evaluate, every rule looked at (those before the
+	// match and the match) with each of its written conditions.
+	Trace []RuleTrace
+}
+
+// RuleTrace is how one rule's conditions turned out for an Input.
+type RuleTrace struct {
+	Index  int
+	Rule   string // its label
+	Checks []Check
+}
+
+// Check is one written condition of a rule and whether it held.
+type Check struct {
+	// Condition names it as the rule's YAML key does: issuer, audience,
+	// client, all_scopes, any_scopes, claims.<name>, condition.
+	Condition string
+	Held      bool
+	// Detail says why it failed (as Decision.Reasons do) or what held.
+	Detail string
+	// Found is, for a claim condition on a present claim, its value as
+	// JSON (capped); claim values are in no Reason, since those are logged.
+	Found string
 }
 
 // Rules is an ordered list of rules. The zero value denies everything.
@@ -87,13 +138,25 @@ func (rs Rules) Validate() error {
 		if r.Client != "" && !validGlob(r.Client) {
 			bad("client", "client pattern %q ends in an unfinished escape", r.Client)
 		}
+		keys := map[string]string{}
 		for _, k := range slices.Sorted(maps.Keys(r.Claims)) {
 			v := r.Claims[k]
 			if k == "" {
 				bad("claims", "empty claim name")
+			} else if p, err := ParsePath(k); err != nil {
+				bad("claims."+k, "%v", err)
+			} else if other, dup := keys[p.Key()]; dup {
+				bad("claims."+k, "claims %q and %q name the same claim: keep one", other, k)
+			} else {
+				keys[p.Key()] = k
 			}
 			if !validGlob(v) {
 				bad("claims."+k, "claim %q pattern %q ends in an unfinished escape", k, v)
+			}
+		}
+		if r.Condition != "" {
+			if err := CompileCondition(r.Condition); err != nil {
+				bad("condition", "%v", err)
 			}
 		}
 		for _, list := range []struct {
@@ -188,13 +251,32 @@ func (a Rule) covers(b Rule) bool {
 	}
 	for k, v := range a.Claims {
 		// a needs claim k to be present; b guarantees that only when it
-		// has a condition on k too.
-		bv, ok := b.Claims[k]
+		// has a condition on k too (spelled either way).
+		bv, ok := b.claimPattern(k)
 		if !ok || (v != "*" && bv != v) {
 			return false
 		}
 	}
-	return true
+	// A condition is judged by its text alone: a's holds for b's tokens
+	// when b has the same.
+	return a.Condition == "" || a.Condition == b.Condition
+}
+
+// claimPattern is r's pattern for the claim k names, however r spells it.
+func (r Rule) claimPattern(k string) (string, bool) {
+	if v, ok := r.Claims[k]; ok {
+		return v, true
+	}
+	p, err := ParsePath(k)
+	if err != nil {
+		return "", false
+	}
+	for bk, bv := range r.Claims {
+		if q, err := ParsePath(bk); err == nil && q.Key() == p.Key() {
+			return bv, true
+		}
+	}
+	return "", false
 }
 
 func subset(a, b []string) bool {
@@ -223,10 +305,14 @@ func (rs Rules) evaluate(in Input, explain bool) Decision {
 	}
 	for i, r := range rs {
 		counted, ok := r.match(in, have)
-		if !ok {
-			if explain {
-				d.Reasons = append(d.Reasons, r.label(i)+": "+r.why(in, have))
+		if explain {
+			checks := r.trace(in, have)
+			d.Trace = append(d.Trace, RuleTrace{Index: i, Rule: r.label(i), Checks: checks})
+			if !ok {
+				d.Reasons = append(d.Reasons, r.label(i)+": "+why(checks))
 			}
+		}
+		if !ok {
 			continue
 		}
 		d.Matched, d.Index, d.Rule, d.Deny = true, i, r.label(i), r.Deny
@@ -267,7 +353,12 @@ func (r Rule) match(in Input, have map[string]bool) ([]string, bool) {
 		return nil, false
 	}
 	for k, pat := range r.Claims {
-		if !slices.ContainsFunc(in.Claims[k], func(v string) bool { return Glob(pat, v) }) {
+		if v, ok := in.claim(k); !ok || !matchValue(pat, v) {
+			return nil, false
+		}
+	}
+	if r.Condition != "" {
+		if ok, _ := r.holds(in); !ok {
 			return nil, false
 		}
 	}
@@ -280,35 +371,120 @@ func (r Rule) match(in Input, have map[string]bool) ([]string, bool) {
 	return counted, true
 }
 
-// why says why the rule does not match (the first failing condition, in the
-// order match checks them; claims by name).
-func (r Rule) why(in Input, have map[string]bool) string {
-	if r.Issuer != "" && r.Issuer != in.Issuer {
-		return fmt.Sprintf("issuer is %q, rule wants %q", in.Issuer, r.Issuer)
+// holds evaluates the rule's CEL condition, compiling it if it is not
+// compiled yet (rules that were validated are).
+func (r Rule) holds(in Input) (bool, string) {
+	c, err := compiled(r.Condition)
+	if err != nil {
+		return false, "does not compile: " + err.Error()
 	}
-	if r.Audience != "" && !slices.Contains(in.Audiences, r.Audience) {
-		return fmt.Sprintf("audience %q not in token", r.Audience)
-	}
-	if r.Client != "" && !Glob(r.Client, in.Client) {
-		return fmt.Sprintf("client %q does not match %q", in.Client, r.Client)
-	}
-	var missing []string
-	for _, s := range r.AllScopes {
-		if !have[s] {
-			missing = append(missing, s)
-		}
-	}
-	if len(missing) > 0 {
-		return fmt.Sprintf("missing scopes %s", strings.Join(missing, " "))
-	}
-	if len(r.AnyScopes) > 0 && !slices.ContainsFunc(r.AnyScopes, func(s string) bool { return have[s] }) {
-		return fmt.Sprintf("none of the scopes %s", strings.Join(r.AnyScopes, " "))
-	}
-	for _, k := range slices.Sorted(maps.Keys(r.Claims)) {
-		pat := r.Claims[k]
-		if !slices.ContainsFunc(in.Claims[k], func(v string) bool { return Glob(pat, v) }) {
-			return fmt.Sprintf("claim %s does not match %q", k, pat)
+	return c.eval(in)
+}
+
+// why says why a rule does not match: its first failing condition, in the
+// order match checks them (claims by name).
+func why(checks []Check) string {
+	for _, c := range checks {
+		if !c.Held {
+			return c.Detail
 		}
 	}
 	return ""
+}
+
+// trace checks each written condition of the rule, in the order match
+// checks them (claims by name).
+func (r Rule) trace(in Input, have map[string]bool) []Check {
+	var out []Check
+	add := func(cond string, held bool, format string, a ...any) {
+		out = append(out, Check{Condition: cond, Held: held, Detail: fmt.Sprintf(format, a...)})
+	}
+	if r.Issuer != "" {
+		if r.Issuer != in.Issuer {
+			add("issuer", false, "issuer is %q, rule wants %q", in.Issuer, r.Issuer)
+		} else {
+			add("issuer", true, "issuer is %q", in.Issuer)
+		}
+	}
+	if r.Audience != "" {
+		if !slices.Contains(in.Audiences, r.Audience) {
+			add("audience", false, "audience %q not in token", r.Audience)
+		} else {
+			add("audience", true, "audience %q in token", r.Audience)
+		}
+	}
+	if r.Client != "" {
+		if !Glob(r.Client, in.Client) {
+			add("client", false, "client %q does not match %q", in.Client, r.Client)
+		} else {
+			add("client", true, "client %q matches %q", in.Client, r.Client)
+		}
+	}
+	if len(r.AllScopes) > 0 {
+		var missing []string
+		for _, s := range r.AllScopes {
+			if !have[s] {
+				missing = append(missing, s)
+			}
+		}
+		if len(missing) > 0 {
+			add("all_scopes", false, "missing scopes %s", strings.Join(missing, " "))
+		} else {
+			add("all_scopes", true, "has scopes %s", strings.Join(r.AllScopes, " "))
+		}
+	}
+	if len(r.AnyScopes) > 0 {
+		var got []string
+		for _, s := range r.AnyScopes {
+			if have[s] {
+				got = append(got, s)
+			}
+		}
+		if len(got) == 0 {
+			add("any_scopes", false, "none of the scopes %s", strings.Join(r.AnyScopes, " "))
+		} else {
+			add("any_scopes", true, "has scopes %s", strings.Join(got, " "))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(r.Claims)) {
+		pat := r.Claims[k]
+		v, ok := in.claim(k)
+		switch {
+		case !ok:
+			add("claims."+k, false, "claim %s does not match %q", k, pat)
+		case !matchValue(pat, v):
+			add("claims."+k, false, "claim %s does not match %q", k, pat)
+		default:
+			add("claims."+k, true, "claim %s matches %q", k, pat)
+		}
+		if ok {
+			out[len(out)-1].Found = shownValue(v)
+		}
+	}
+	if r.Condition != "" {
+		switch ok, reason := r.holds(in); {
+		case ok:
+			add("condition", true, "condition is true")
+		case reason == "false":
+			add("condition", false, "condition is false")
+		default:
+			add("condition", false, "condition does not hold: %s", reason)
+		}
+	}
+	return out
+}
+
+// maxShownValue caps a claim value in an explanation.
+const maxShownValue = 120
+
+// shownValue renders a claim value for an explanation, as JSON, capped.
+func shownValue(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprintf("%v", v)
+	}
+	if len(b) > maxShownValue {
+		return string(b[:maxShownValue]) + "…"
+	}
+	return string(b)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -77,16 +79,97 @@ exit codes:
      refuses the token
 `
 
-// claimFlags collects repeated -claim k=v flags.
-type claimFlags map[string][]string
+// claimFlags collects repeated -claim name=value flags, in order. A value
+// that is valid JSON is that JSON value (a number, true, a list, an object,
+// "a quoted string"); any other value is a string. A name starting with "/"
+// is a JSON Pointer: the value is set at that place in nested claims.
+type claimFlags struct {
+	names  []string
+	values map[string][]any
+}
 
-func (c claimFlags) String() string { return "" }
-func (c claimFlags) Set(v string) error {
+func (c *claimFlags) String() string { return "" }
+func (c *claimFlags) Set(v string) error {
 	k, val, ok := strings.Cut(v, "=")
 	if !ok || k == "" {
 		return fmt.Errorf("want name=value, got %q", v)
 	}
-	c[k] = append(c[k], val)
+	p, err := mapping.ParsePath(k)
+	if err != nil {
+		return err
+	}
+	if c.values == nil {
+		c.values = map[string][]any{}
+	}
+	key := p.Key()
+	if _, seen := c.values[key]; !seen {
+		c.names = append(c.names, k)
+	}
+	c.values[key] = append(c.values[key], flagValue(val))
+	return nil
+}
+
+// flagValue reads a -claim value: JSON when it is valid JSON (numbers as
+// json.Number, as in a token), else the string as given.
+func flagValue(s string) any {
+	if !json.Valid([]byte(s)) {
+		return s
+	}
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.UseNumber()
+	var v any
+	if dec.Decode(&v) != nil {
+		return s
+	}
+	return v
+}
+
+// raw builds the claims the flags give: a name given once has its value, a
+// name repeated the list of its values. A value set inside another (a
+// pointer into a claim given as a string, say) is an error.
+func (c *claimFlags) raw() (map[string]any, error) {
+	if len(c.names) == 0 {
+		return nil, nil
+	}
+	out := map[string]any{}
+	for _, name := range c.names {
+		p := mapping.MustPath(name)
+		vals := c.values[p.Key()]
+		var v any = vals[0]
+		if len(vals) > 1 {
+			v = vals
+		}
+		if err := setClaim(out, p, v, true); err != nil {
+			return nil, fmt.Errorf("-claim %s: %w", name, err)
+		}
+	}
+	return out, nil
+}
+
+// setClaim sets the claim at p in claims, making the objects on the way.
+// Without replace, a claim already there is kept.
+func setClaim(claims map[string]any, p mapping.Path, v any, replace bool) error {
+	tokens := p.Tokens()
+	m := claims
+	for i, t := range tokens[:len(tokens)-1] {
+		next, ok := m[t]
+		if !ok {
+			n := map[string]any{}
+			m[t], m = n, n
+			continue
+		}
+		if m, ok = next.(map[string]any); !ok {
+			return fmt.Errorf("/%s is not an object", strings.Join(tokens[:i+1], "/"))
+		}
+	}
+	last := tokens[len(tokens)-1]
+	if _, there := m[last]; there && !replace {
+		return nil
+	}
+	if _, isObj := m[last].(map[string]any); isObj && replace {
+		return fmt.Errorf("%s is given as a whole and inside", p)
+	}
+	m[last] = v
 	return nil
 }
 
@@ -186,8 +269,10 @@ func mappingsExplain(args []string, stdout, stderr io.Writer) int {
 	client := fs.String("client", "", "the client `ID` (the issuer's client_claim, default sub)")
 	scopes := fs.String("scopes", "", "the token's scopes, space-separated, as in `\"a b\"`")
 	audience := fs.String("audience", "", "the token's audience `AUD` (aud)")
-	claims := claimFlags{}
-	fs.Var(claims, "claim", "another claim as `name=value`, repeatable (repeat a name for a list claim)")
+	claims := &claimFlags{}
+	fs.Var(claims, "claim", "another claim as `name=value`, repeatable (repeat a name for a list claim); "+
+		"a value that is JSON is read as JSON (123, true, [\"a\"], {\"roles\": [\"admin\"]}, \"123\" for a string); "+
+		"a name starting with / is a JSON Pointer into nested claims (/realm_access/roles=admin)")
 	offline := fs.Bool("offline", false, "ask nothing of Directus, need no Directus token; role and policy names shown as written, unchecked")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
@@ -198,7 +283,11 @@ func mappingsExplain(args []string, stdout, stderr io.Writer) int {
 	if *issuer == "" {
 		return usageError(stderr, cmd, "-issuer is required (the issuer's name in the configuration): every token has one")
 	}
-	in := mapping.Input{Issuer: *issuer, Client: *client, Scopes: strings.Fields(*scopes), Claims: claims}
+	raw, err := claims.raw()
+	if err != nil {
+		return usageError(stderr, cmd, "%v", err)
+	}
+	in := mapping.Input{Issuer: *issuer, Client: *client, Scopes: strings.Fields(*scopes), Raw: raw}
 	if *audience != "" {
 		in.Audiences = []string{*audience}
 	}
@@ -251,13 +340,18 @@ func mappingsExplain(args []string, stdout, stderr io.Writer) int {
 // client claim (sub by default), aud or iss matches them as they are in
 // the token. A claim given with -claim wins.
 func asToken(issuers []bridge.IssuerConfig, in mapping.Input) mapping.Input {
-	claims := maps.Clone(in.Claims)
-	if claims == nil {
-		claims = map[string][]string{}
+	claims := deepCopy(in.Raw)
+	for k, vs := range in.Claims {
+		if _, given := claims[k]; !given {
+			claims[k] = stringsToAny(vs)
+		}
 	}
-	set := func(k, v string) {
-		if _, given := claims[k]; !given && v != "" {
-			claims[k] = []string{v}
+	set := func(k string, v any) {
+		if s, ok := v.(string); ok && s == "" {
+			return
+		}
+		if p, err := mapping.ParsePath(k); err == nil {
+			_ = setClaim(claims, p, v, false) // where -claim gave another shape, it is kept
 		}
 	}
 	clientClaim := "sub"
@@ -269,7 +363,7 @@ func asToken(issuers []bridge.IssuerConfig, in mapping.Input) mapping.Input {
 			set("iss", is.Issuer)
 			// A token the bridge accepts carries the required claims.
 			for _, k := range slices.Sorted(maps.Keys(is.RequiredClaims)) {
-				set(k, fmt.Sprint(is.RequiredClaims[k]))
+				set(k, yamlToJSON(is.RequiredClaims[k]))
 			}
 		}
 	}
@@ -277,8 +371,45 @@ func asToken(issuers []bridge.IssuerConfig, in mapping.Input) mapping.Input {
 	if len(in.Audiences) == 1 {
 		set("aud", in.Audiences[0])
 	}
-	in.Claims = claims
+	in.Raw = claims
 	return in
+}
+
+// deepCopy copies the objects of nested claims (setClaim writes into them).
+func deepCopy(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		if o, ok := v.(map[string]any); ok {
+			v = deepCopy(o)
+		}
+		out[k] = v
+	}
+	return out
+}
+
+func stringsToAny(vs []string) []any {
+	out := make([]any, len(vs))
+	for i, v := range vs {
+		out[i] = v
+	}
+	return out
+}
+
+// yamlToJSON turns a configured value (YAML's types) into the value a
+// token would carry: numbers as json.Number.
+func yamlToJSON(v any) any {
+	switch n := v.(type) {
+	case int:
+		return json.Number(strconv.Itoa(n))
+	case int64:
+		return json.Number(strconv.FormatInt(n, 10))
+	case uint64:
+		return json.Number(strconv.FormatUint(n, 10))
+	case float64:
+		s, _ := mapping.Scalar(n)
+		return json.Number(s)
+	}
+	return v
 }
 
 // loadForExplain reads the configuration for an offline explanation and
@@ -347,10 +478,17 @@ func inputWarnings(issuers []bridge.IssuerConfig, rules mapping.Rules, in mappin
 			clientClaim = is.ClientClaim
 		}
 		for _, k := range slices.Sorted(maps.Keys(is.RequiredClaims)) {
-			want := fmt.Sprint(is.RequiredClaims[k])
-			if got, given := in.Claims[k]; given && !slices.Contains(got, want) {
-				refuse("claim %q is %q, but issuer %q requires %q: the bridge refuses such a token before any rule",
-					k, strings.Join(got, " "), is.Name, want)
+			want, _ := mapping.Scalar(yamlToJSON(is.RequiredClaims[k]))
+			if want == "" {
+				want = fmt.Sprint(is.RequiredClaims[k])
+			}
+			p, err := mapping.ParsePath(k)
+			if err != nil {
+				continue
+			}
+			if got, given := p.Lookup(in.Raw); given && !slices.Contains(scalars(got), want) {
+				refuse("claim %q is %s, but issuer %q requires %q: the bridge refuses such a token before any rule",
+					k, shownClaim(got), is.Name, want)
 			}
 		}
 		if len(in.Audiences) > 0 && !slices.ContainsFunc(in.Audiences, func(a string) bool { return slices.Contains(is.Audiences, a) }) {
@@ -366,9 +504,10 @@ func inputWarnings(issuers []bridge.IssuerConfig, rules mapping.Rules, in mappin
 		for _, s := range append(slices.Clone(r.AllScopes), r.AnyScopes...) {
 			namedScopes[s] = true
 		}
-		for k := range r.Claims {
-			namedClaims[k] = true
-		}
+	}
+	roots, anyClaim := rules.ClaimRoots()
+	for _, k := range roots {
+		namedClaims[k] = true
 	}
 	seen := map[string]bool{}
 	for _, s := range in.Scopes {
@@ -377,25 +516,73 @@ func inputWarnings(issuers []bridge.IssuerConfig, rules mapping.Rules, in mappin
 		}
 		seen[s] = true
 	}
-	for _, k := range slices.Sorted(maps.Keys(in.Claims)) {
-		if namedClaims[k] {
+	for _, k := range slices.Sorted(maps.Keys(in.Raw)) {
+		if namedClaims[k] || anyClaim {
 			continue
 		}
-		if is != nil {
-			if _, required := is.RequiredClaims[k]; required {
-				continue // checked before any rule (above)
-			}
+		if is != nil && slices.ContainsFunc(slices.Collect(maps.Keys(is.RequiredClaims)), func(name string) bool {
+			p, err := mapping.ParsePath(name)
+			return err == nil && p.Root() == k
+		}) {
+			continue // checked before any rule (above)
 		}
 		hint := ""
 		switch {
-		case slices.Contains(scopeClaims, k):
+		case slices.ContainsFunc(scopeClaims, func(name string) bool { return rootOf(name) == k }):
 			hint = "; scopes are given with -scopes"
-		case k == clientClaim:
+		case rootOf(clientClaim) == k:
 			hint = "; the client id is given with -client"
 		}
 		warn("claim %q is named by no rule: it cannot change the decision%s", k, hint)
 	}
 	return out, refusal
+}
+
+// shownCondition is a rule's condition on one line, capped.
+func shownCondition(expr string) string {
+	s := strings.Join(strings.Fields(expr), " ")
+	if r := []rune(s); len(r) > 200 {
+		s = string(r[:200]) + "…"
+	}
+	return s
+}
+
+// rootOf is the top-level claim a claim name or pointer starts at.
+func rootOf(name string) string {
+	p, err := mapping.ParsePath(name)
+	if err != nil {
+		return name
+	}
+	return p.Root()
+}
+
+// scalars are the values of a claim compared with a pattern: the claim's,
+// or each of a list's.
+func scalars(v any) []string {
+	var out []string
+	if list, ok := v.([]any); ok {
+		for _, e := range list {
+			if s, ok := mapping.Scalar(e); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	if s, ok := mapping.Scalar(v); ok {
+		out = append(out, s)
+	}
+	return out
+}
+
+// shownClaim renders a claim value as JSON for a message, capped.
+func shownClaim(v any) string {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return fmt.Sprint(v)
+	}
+	return capped(strings.TrimSpace(b.String()))
 }
 
 // offlineNote says, in an offline explanation, what was not checked.
@@ -410,6 +597,34 @@ func explain(w io.Writer, m *bridge.Mapper, in mapping.Input, warnings ...string
 	return explainAs(w, m, in, in, "", warnings...)
 }
 
+// shownClaims are in's claims for the input line: name=value, a list as
+// one pair per element, and other values as JSON.
+func shownClaims(in mapping.Input) []string {
+	var kv []string
+	if in.Raw == nil {
+		for _, k := range slices.Sorted(maps.Keys(in.Claims)) {
+			for _, v := range in.Claims[k] {
+				kv = append(kv, k+"="+v)
+			}
+		}
+		return kv
+	}
+	for _, k := range slices.Sorted(maps.Keys(in.Raw)) {
+		vals := []any{in.Raw[k]}
+		if list, ok := in.Raw[k].([]any); ok {
+			vals = list
+		}
+		for _, v := range vals {
+			if s, ok := v.(string); ok && !json.Valid([]byte(s)) {
+				kv = append(kv, k+"="+s) // as -claim takes it
+			} else {
+				kv = append(kv, k+"="+shownClaim(v))
+			}
+		}
+	}
+	return kv
+}
+
 // explainAs is explain printing in and deciding for eval (in as the
 // exchange sees it, see asToken). A refusal (the bridge refuses such a
 // token before any rule) makes the decision DENY, whatever the rules say.
@@ -421,13 +636,7 @@ func explainAs(w io.Writer, m *bridge.Mapper, in, eval mapping.Input, refusal st
 	if len(in.Audiences) > 0 {
 		fmt.Fprintf(w, " audience=%q", strings.Join(in.Audiences, " "))
 	}
-	if len(in.Claims) > 0 {
-		var kv []string
-		for _, k := range slices.Sorted(maps.Keys(in.Claims)) {
-			for _, v := range in.Claims[k] {
-				kv = append(kv, k+"="+v)
-			}
-		}
+	if kv := shownClaims(in); len(kv) > 0 {
 		fmt.Fprintf(w, " claims=%q", strings.Join(kv, " "))
 	}
 	fmt.Fprintln(w)
@@ -442,8 +651,34 @@ func explainAs(w io.Writer, m *bridge.Mapper, in, eval mapping.Input, refusal st
 		// Mapper.block appends why the matching rule's grant is withheld.
 		reasons, withheld = reasons[:len(reasons)-1], strings.TrimPrefix(reasons[len(reasons)-1], d.Rule+": ")
 	}
-	for _, r := range reasons {
-		fmt.Fprintf(w, "  skipped %s\n", r)
+	skipped := 0
+	for _, rt := range d.Trace {
+		if d.Matched && rt.Index == d.Index {
+			fmt.Fprintf(w, "  matched %s\n", rt.Rule)
+		} else {
+			if skipped < len(reasons) {
+				fmt.Fprintf(w, "  skipped %s\n", reasons[skipped])
+			}
+			skipped++
+		}
+		if len(rt.Checks) == 0 {
+			fmt.Fprintln(w, "    (no conditions)")
+		}
+		for _, c := range rt.Checks {
+			state := "held  "
+			if !c.Held {
+				state = "failed"
+			}
+			name := c.Condition
+			if name == "condition" {
+				name = "condition " + shownCondition(m.Rules[rt.Index].Condition)
+			}
+			detail := c.Detail
+			if c.Found != "" {
+				detail += " (found " + c.Found + ")"
+			}
+			fmt.Fprintf(w, "    %s %s: %s\n", state, name, detail)
+		}
 	}
 	switch {
 	case refusal != "":
