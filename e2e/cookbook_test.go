@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -118,10 +119,11 @@ var cookbookRecipes = []cookbookRecipe{
 }
 
 // cookbookSection is what a "## " section of docs/idps.md shows: the
-// token's payload (its first json block) and the configuration (its
-// first yaml block).
+// token's payload (its first json block), the configuration (its first
+// yaml block), and optionally a command (its first sh block) with what it
+// prints (its first text block, lines that must appear in that order).
 type cookbookSection struct {
-	payload, config string
+	payload, config, command, output string
 }
 
 func cookbookSections(t *testing.T) map[string]cookbookSection {
@@ -131,27 +133,33 @@ func cookbookSections(t *testing.T) map[string]cookbookSection {
 		t.Fatal(err)
 	}
 	out := map[string]cookbookSection{}
-	var title, fence string
+	var title, fence, indent string
 	var cur *strings.Builder
 	sc := bufio.NewScanner(strings.NewReader(string(b)))
 	for sc.Scan() {
 		line := sc.Text()
+		trimmed := strings.TrimSpace(line)
 		switch {
 		case cur == nil && strings.HasPrefix(line, "## "):
 			title = strings.TrimPrefix(line, "## ")
-		case cur == nil && (line == "```json" || line == "```yaml"):
-			fence, cur = strings.TrimPrefix(line, "```"), &strings.Builder{}
-		case cur != nil && line == "```":
+		case cur == nil && strings.HasPrefix(trimmed, "```") && len(trimmed) > 3:
+			// A block may be indented (inside a list item).
+			fence, cur = strings.TrimPrefix(trimmed, "```"), &strings.Builder{}
+			indent = line[:len(line)-len(strings.TrimLeft(line, " "))]
+		case cur != nil && trimmed == "```":
 			s := out[title]
-			if fence == "json" && s.payload == "" {
-				s.payload = cur.String()
-			} else if fence == "yaml" && s.config == "" {
-				s.config = cur.String()
+			for _, f := range []struct {
+				lang string
+				dst  *string
+			}{{"json", &s.payload}, {"yaml", &s.config}, {"sh", &s.command}, {"text", &s.output}} {
+				if fence == f.lang && *f.dst == "" {
+					*f.dst = cur.String()
+				}
 			}
 			out[title] = s
 			cur = nil
 		case cur != nil:
-			cur.WriteString(line + "\n")
+			cur.WriteString(strings.TrimPrefix(line, indent) + "\n")
 		}
 	}
 	return out
@@ -295,6 +303,9 @@ func TestCookbook(t *testing.T) {
 					raw(t, d, d.AdminToken, "DELETE", "/roles/"+id, nil, nil)
 				}
 			})
+			if sec.command != "" {
+				cookbookCommand(t, d, r.section, config, sec.command, sec.output)
+			}
 			config = roleLine.ReplaceAllStringFunc(config, func(line string) string {
 				m := roleLine.FindStringSubmatch(line)
 				return m[1] + fmt.Sprintf("%q", roles[strings.Trim(m[2], `"'`)].Name)
@@ -374,4 +385,37 @@ func jwtAlg(t *testing.T, token string) string {
 		t.Fatalf("token header: %v", err)
 	}
 	return hdr.Alg
+}
+
+// cookbookCommand runs a section's sh block with the section's
+// configuration (roles as documented) and checks that the lines of its
+// text block appear in the output, in order.
+func cookbookCommand(t *testing.T, d DirectusInstance, section, config, command, want string) {
+	t.Helper()
+	if want == "" {
+		t.Fatalf("section %q runs a command but shows no output", section)
+	}
+	path := filepath.Join(t.TempDir(), "explain.yaml")
+	full := fmt.Sprintf("directus: {url: %q}\nstate: {path: %q}\n%s", d.URL, filepath.Join(filepath.Dir(path), "state.db"), config)
+	if err := os.WriteFile(path, []byte(full), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("bash", "-c", "set -eo pipefail\n"+command)
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(binary(t))+":"+os.Getenv("PATH"),
+		"DIRECTUS_BRIDGE_CONFIG="+path, "DIRECTUS_BRIDGE_DIRECTUS_TOKEN="+d.AdminToken)
+	out, err := cmd.CombinedOutput()
+	if exit, ok := err.(*exec.ExitError); err != nil && !(ok && exit.ExitCode() == 1) {
+		t.Fatalf("section %q: the command failed: %v\n%s", section, err, out)
+	}
+	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	i := 0
+	for _, w := range strings.Split(strings.TrimRight(want, "\n"), "\n") {
+		for i < len(lines) && strings.TrimRight(lines[i], " ") != strings.TrimRight(w, " ") {
+			i++
+		}
+		if i == len(lines) {
+			t.Fatalf("section %q: the command's output lacks %q (in this order):\n%s", section, w, out)
+		}
+		i++
+	}
 }
