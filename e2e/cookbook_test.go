@@ -21,7 +21,9 @@ import (
 // cookbookCase is one token of a recipe: the documented payload with
 // overrides laid over it (objects merge, anything else replaces, null
 // removes), and the documented role it must get, or "" when the rules
-// must refuse it with refusal.
+// must refuse it with refusal. A token granted another role than the
+// documented one is of another client (one client, one role); a refused
+// one may be of the same client, which its refusal must leave alone.
 type cookbookCase struct {
 	name      string
 	overrides map[string]any
@@ -52,15 +54,20 @@ var cookbookRecipes = []cookbookRecipe{
 	{section: "SuperTokens", issuer: "supertokens", url: "https://YOUR_API_DOMAIN/auth", audience: "YOUR_AUDIENCE",
 		client: "billing-exporter", cases: []cookbookCase{
 			{name: "documented", role: "Article writers"},
-			{name: "read only", overrides: map[string]any{"scp": []any{"articles:read"}}, role: "Article readers"},
+			{name: "another client, read only", overrides: map[string]any{
+				"sub": "billing-reporter", "client_id": "billing-reporter", "scp": []any{"articles:read"},
+			}, role: "Article readers"},
 			{name: "no scope of the rules", overrides: map[string]any{"scp": []any{"profile"}}, refusal: "invalid_scope"},
 			{name: "not an access token", overrides: map[string]any{"stt": 2}, refusal: "invalid_request"},
 		}},
 	{section: "Keycloak", issuer: "keycloak", url: "https://YOUR_KEYCLOAK/realms/YOUR_REALM", audience: "YOUR_AUDIENCE",
 		client: "billing-exporter", cases: []cookbookCase{
 			{name: "documented", role: "Article writers"},
-			{name: "client role only", overrides: map[string]any{"realm_access": map[string]any{"roles": []any{"offline_access"}}},
-				role: "Article readers"},
+			{name: "another client with the client role only", overrides: map[string]any{
+				"sub": "0d9e8f7a-6b5c-4d3e-9f2a-1b0c9d8e7f6a", "azp": "billing-reporter", "client_id": "billing-reporter",
+				"preferred_username": "service-account-billing-reporter",
+				"realm_access":       map[string]any{"roles": []any{"offline_access"}},
+			}, role: "Article readers"},
 			{name: "neither role", overrides: map[string]any{
 				"realm_access":    map[string]any{"roles": []any{"offline_access"}},
 				"resource_access": map[string]any{"directus": map[string]any{"roles": []any{"articles-admin"}}},
@@ -76,7 +83,10 @@ var cookbookRecipes = []cookbookRecipe{
 	{section: "Microsoft Entra ID", issuer: "entra", url: "https://login.microsoftonline.com/YOUR_TENANT_ID/v2.0",
 		audience: "YOUR_API_CLIENT_ID", client: "2d4f6a8c-1b3e-4d5f-9a7b-c8e0f2a4b6d8", cases: []cookbookCase{
 			{name: "documented", role: "Article readers"},
-			{name: "writer", overrides: map[string]any{"roles": []any{"Directus.Read", "Directus.Write"}}, role: "Article writers"},
+			{name: "another client, a writer", overrides: map[string]any{
+				"azp": "3e5a7b9d-2c4e-4f6a-8b0c-d1e3f5a7b9c0", "oid": "d1e2f3a4-b5c6-4d7e-8f9a-0b1c2d3e4f5a",
+				"sub": "d1e2f3a4-b5c6-4d7e-8f9a-0b1c2d3e4f5a", "roles": []any{"Directus.Read", "Directus.Write"},
+			}, role: "Article writers"},
 			{name: "a delegated token", overrides: map[string]any{"scp": "user_impersonation"}, refusal: "invalid_scope"},
 			{name: "another app role", overrides: map[string]any{"roles": []any{"Reports.Read"}}, refusal: "invalid_scope"},
 		}},
@@ -326,6 +336,7 @@ log: {level: debug}
 			default:
 			}
 
+			var first exchanged // the documented token's exchange
 			for i, c := range r.cases {
 				t.Run(c.name, func(t *testing.T) {
 					claims := map[string]any{}
@@ -356,7 +367,20 @@ log: {level: debug}
 					if want := roles[c.role]; me.Role != want.ID {
 						t.Fatalf("the machine user %s has role %s, want %q (%s)", me.ID, me.Role, want.Name, want.ID)
 					}
+					if i == 0 {
+						first = res
+					}
 				})
+			}
+			// The refusals (some name the same client) changed nothing of
+			// the documented token's user.
+			if first.token() != "" {
+				var me struct {
+					Role string `json:"role"`
+				}
+				if st := raw(t, d, first.token(), "GET", "/users/me?fields=role", nil, &me); st != 200 || me.Role != roles[r.cases[0].role].ID {
+					t.Fatalf("after the other tokens, the documented token's user: status %d, role %s, want %s", st, me.Role, roles[r.cases[0].role].ID)
+				}
 			}
 		})
 	}

@@ -73,7 +73,7 @@ const ISSUERS = {
       p.resource_access = { account: { roles: ['manage-account', 'view-profile'] } };
       p.clientHost = '127.0.0.1';
       p.clientAddress = '127.0.0.1';
-      // Keycloak 24 and later also send client_id (earlier: clientId).
+      // client_id stays: Keycloak 24 and later send it too (earlier: clientId).
       if (!p.scope) delete p.scope;
     },
   },
