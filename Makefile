@@ -32,7 +32,7 @@ fuzz:
 		$(GO) test ./bridge -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) || exit 1; done
 	@for t in FuzzConfigCheck; do \
 		$(GO) test ./cmd/directus-bridge -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) || exit 1; done
-	@for t in FuzzRules FuzzGlob; do \
+	@for t in FuzzRules FuzzGlob FuzzPath FuzzCondition; do \
 		$(GO) test ./mapping -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) || exit 1; done
 
 ## e2e-up / e2e-down: a stack for a person, in /tmp/directus-bridge-stack

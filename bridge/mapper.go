@@ -72,6 +72,12 @@ func (m *Mapper) Evaluate(in mapping.Input) mapping.Decision {
 	return m.block(m.Rules.Evaluate(in))
 }
 
+// Explain is Rules.Explain (reasons and a trace of every condition) with
+// blocked rules denying.
+func (m *Mapper) Explain(in mapping.Input) mapping.Decision {
+	return m.block(m.Rules.Explain(in))
+}
+
 func (m *Mapper) block(d mapping.Decision) mapping.Decision {
 	if d.Matched && !d.Deny {
 		if why, ok := m.Blocked(d.Index); ok {

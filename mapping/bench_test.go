@@ -6,6 +6,7 @@ package mapping
 //	go test -run '^$' -bench . -benchmem ./mapping
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -72,6 +73,8 @@ func BenchmarkEvaluate(b *testing.B) {
 	}{
 		{"first-rule", Input{Issuer: "auth0", Audiences: []string{"directus"}, Client: "svc-billing-eu@clients",
 			Scopes: normalise("billing:read billing:write"), Claims: claims}, 0},
+		{"first-rule-raw", Input{Issuer: "auth0", Audiences: []string{"directus"}, Client: "svc-billing-eu@clients",
+			Scopes: normalise("billing:read billing:write"), Raw: benchRaw()}, 0},
 		{"rule-19", Input{Issuer: "auth0", Audiences: []string{"directus"}, Client: "svc-orders-eu@clients",
 			Scopes: normalise("items:read my_service#read"), Claims: claims}, 18},
 		{"deny-at-end", Input{Issuer: "auth0", Audiences: []string{"directus"}, Client: "svc-x@clients",
@@ -86,6 +89,68 @@ func BenchmarkEvaluate(b *testing.B) {
 				rs.Evaluate(c.in)
 			}
 		})
+	}
+}
+
+// benchRaw are the raw claims of a Keycloak-style token, as the bridge
+// decodes them.
+func benchRaw() map[string]any {
+	groups := make([]any, 20)
+	for i := range groups {
+		groups[i] = fmt.Sprintf("team-%d", i)
+	}
+	return map[string]any{
+		"gty": "client-credentials", "azp": "directus", "groups": groups, "org": "globex",
+		"realm_access":    map[string]any{"roles": []any{"offline_access", "uma_authorization", "admin"}},
+		"resource_access": map[string]any{"directus": map[string]any{"roles": []any{"viewer", "editor"}}},
+		"kubernetes.io":   map[string]any{"namespace": "prod", "serviceaccount": map[string]any{"name": "api"}},
+		"repository_id":   json.Number("123456789012"),
+	}
+}
+
+// BenchmarkClaimConditions is the cost of claim paths and CEL conditions:
+// the 20 rules with their first rule (the one that matches) given one more
+// kind of condition, against the same rule without it ("simple").
+func BenchmarkClaimConditions(b *testing.B) {
+	in := Input{Issuer: "auth0", Audiences: []string{"directus"}, Client: "svc-billing-eu@clients",
+		Scopes: normalise("billing:read billing:write"), Raw: benchRaw()}
+	for _, c := range []struct {
+		name string
+		edit func(r *Rule)
+	}{
+		{"simple", func(r *Rule) {}},
+		{"claim-name", func(r *Rule) { r.Claims = map[string]string{"org": "glob*"} }},
+		{"claim-paths", func(r *Rule) {
+			r.Claims = map[string]string{"/realm_access/roles": "admin", "/resource_access/directus/roles": "edit*",
+				"/kubernetes.io/serviceaccount/name": "api"}
+		}},
+		{"claim-number", func(r *Rule) { r.Claims = map[string]string{"repository_id": "123456789012"} }},
+		{"cel-membership", func(r *Rule) { r.Condition = `"admin" in claims.realm_access.roles && claims.azp == "directus"` }},
+		{"cel-nested", func(r *Rule) {
+			r.Condition = `"editor" in claims.resource_access[claims.azp].roles && claims["kubernetes.io"].namespace == "prod"`
+		}},
+		{"cel-exists-20", func(r *Rule) { r.Condition = `claims.groups.exists(g, g.endsWith("-19"))` }},
+		{"cel-number", func(r *Rule) { r.Condition = `claims.repository_id == 123456789012` }},
+	} {
+		rs := benchRules()
+		c.edit(&rs[0])
+		if err := rs.Validate(); err != nil {
+			b.Fatal(err)
+		}
+		if d := rs.Evaluate(in); d.Index != 0 {
+			b.Fatalf("%s: matched rule %d (%s), want 0: %v", c.name, d.Index, d.Rule, d.Reasons)
+		}
+		for _, mode := range []struct {
+			name string
+			f    func(Input) Decision
+		}{{"decide", rs.Decide}, {"evaluate", rs.Evaluate}} {
+			b.Run(c.name+"/"+mode.name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					mode.f(in)
+				}
+			})
+		}
 	}
 }
 

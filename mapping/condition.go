@@ -15,6 +15,7 @@ import (
 	"github.com/google/cel-go/common/operators"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/interpreter"
 )
 
 // ConditionCostLimit bounds the work of one evaluation of a rule's
@@ -186,14 +187,7 @@ func stringLiteral(e ast.Expr) (string, bool) {
 // evaluation error, such as a missing claim or the cost limit, means it
 // does not hold).
 func (c *condition) eval(in Input) (bool, string) {
-	vars := map[string]any{
-		"claims":    claimsValue(in),
-		"issuer":    in.Issuer,
-		"audiences": stringList(in.Audiences),
-		"client":    in.Client,
-		"scopes":    stringList(in.Scopes),
-	}
-	out, _, err := c.prg.Eval(vars)
+	out, _, err := c.prg.Eval(&activation{in: &in})
 	if err != nil {
 		return false, err.Error()
 	}
@@ -205,6 +199,30 @@ func (c *condition) eval(in Input) (bool, string) {
 	}
 	return false, fmt.Sprintf("result is %s, not bool", out.Type())
 }
+
+// activation gives a condition the variables of an Input, each made when
+// the expression first reads it.
+type activation struct {
+	in *Input
+}
+
+func (a *activation) ResolveName(name string) (any, bool) {
+	switch name {
+	case "claims":
+		return claimsValue(*a.in), true
+	case "issuer":
+		return types.String(a.in.Issuer), true
+	case "audiences":
+		return stringList(a.in.Audiences), true
+	case "client":
+		return types.String(a.in.Client), true
+	case "scopes":
+		return stringList(a.in.Scopes), true
+	}
+	return nil, false
+}
+
+func (a *activation) Parent() interpreter.Activation { return nil }
 
 func stringList(s []string) ref.Val {
 	if s == nil {

@@ -77,7 +77,7 @@ func TestConditionEval(t *testing.T) {
 			if err := rules.Validate(); err != nil {
 				t.Fatal(err)
 			}
-			d := rules.Evaluate(in)
+			d := rules.Explain(in)
 			if d.Matched != tt.held {
 				t.Fatalf("matched %v, want %v: %v", d.Matched, tt.held, d.Reasons)
 			}
@@ -112,7 +112,7 @@ func TestConditionAndedWithClaims(t *testing.T) {
 		{Name: "ns", Claims: map[string]string{"/kubernetes.io/namespace": "prod"}, Condition: `claims.azp == "other"`, Role: "a"},
 		{Name: "both", Claims: map[string]string{"/kubernetes.io/namespace": "prod"}, Condition: `claims.azp == "directus-client"`, Role: "b"},
 	}
-	d := rules.Evaluate(mapping.Input{Raw: raw})
+	d := rules.Explain(mapping.Input{Raw: raw})
 	if d.Rule != "rule 2 (both)" {
 		t.Fatalf("matched %q, want rule 2: %v", d.Rule, d.Reasons)
 	}

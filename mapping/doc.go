@@ -12,4 +12,11 @@
 // Patterns in client and claim conditions are globs, not regular
 // expressions: '*' matches any run of characters (including none), '?'
 // matches one character, and '\' makes the next character literal.
+//
+// A claim is named by its top-level name or, starting with "/", by a JSON
+// Pointer (RFC 6901) into nested claims (Path). A rule may also carry a
+// condition in CEL, the Common Expression Language (github.com/google/cel-go),
+// over the claims, issuer, audiences, client and scopes, compiled and
+// type-checked when the rules are validated and bounded by a cost limit
+// when evaluated.
 package mapping

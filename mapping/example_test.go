@@ -135,3 +135,33 @@ func ExampleGlob() {
 	// false
 	// true
 }
+
+// Nested claims are named with JSON Pointers, and a CEL condition says
+// what globs cannot. Raw claims are the token's, numbers as json.Number.
+func ExampleRules_Explain() {
+	rules := mapping.Rules{{
+		Name:      "keycloak-editors",
+		Issuer:    "keycloak",
+		Claims:    map[string]string{"/realm_access/roles": "admin"},
+		Condition: `"editor" in claims.resource_access[client].roles`,
+		Role:      "Editor",
+	}}
+	if err := rules.Validate(); err != nil {
+		fmt.Println(err)
+		return
+	}
+	in := mapping.Input{Issuer: "keycloak", Client: "directus-app", Raw: map[string]any{
+		"realm_access":    map[string]any{"roles": []any{"admin"}},
+		"resource_access": map[string]any{"other-app": map[string]any{"roles": []any{"editor"}}},
+	}}
+	d := rules.Explain(in)
+	for _, c := range d.Trace[0].Checks {
+		fmt.Println(c.Held, c.Condition, "-", c.Detail)
+	}
+	fmt.Println("matched:", d.Matched)
+	// Output:
+	// true issuer - issuer is "keycloak"
+	// true claims./realm_access/roles - claim /realm_access/roles matches "admin"
+	// false condition - condition does not hold: no such key: directus-app
+	// matched: false
+}

@@ -1,10 +1,12 @@
 package mapping_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
@@ -80,10 +82,33 @@ func genRule(c chooser) mapping.Rule {
 			if r.Claims == nil {
 				r.Claims = map[string]string{}
 			}
-			r.Claims[k] = pick(c, "*", "", "ops", "o*", "dev", "?ev")
+			r.Claims[k] = pick(c, "*", "", "ops", "o*", "dev", "?ev", "7", "true")
 		}
 	}
+	if c.IntN(10) == 0 {
+		if r.Claims == nil {
+			r.Claims = map[string]string{}
+		}
+		r.Claims[pick(c, "/org/team", "/org/id", "/team/0", "/a~1b")] = pick(c, "*", "ops", "7")
+	}
+	if c.IntN(10) == 0 {
+		r.Condition = pick(c, genConditions...)
+	}
 	return r
+}
+
+// genConditions are CEL conditions over the generated inputs: holding,
+// failing, and failing by an evaluation error.
+var genConditions = []string{
+	`true`,
+	`issuer == "corp"`,
+	`"read" in scopes`,
+	`has(claims.team)`,
+	`claims.team == "ops"`, // an error when team is a list or absent
+	`"ops" in claims.groups`,
+	`has(claims.org) && claims.org.id == 7`,
+	`claims.exists(k, k.startsWith("g"))`,
+	`size(audiences) > 1 || client.startsWith("svc")`,
 }
 
 func genInput(c chooser) mapping.Input {
@@ -112,6 +137,30 @@ func genInput(c chooser) mapping.Input {
 			in.Claims[k] = []string{}
 		}
 	}
+	if c.IntN(2) == 0 {
+		// The raw claims, as the bridge gives them, with nested members,
+		// numbers and booleans.
+		in.Raw = map[string]any{}
+		for k, vs := range in.Claims {
+			list := make([]any, len(vs))
+			for i, v := range vs {
+				list[i] = v
+			}
+			in.Raw[k] = list
+			if len(vs) == 1 && c.IntN(2) == 0 {
+				in.Raw[k] = vs[0]
+			}
+		}
+		if c.IntN(2) == 0 {
+			in.Raw["org"] = map[string]any{"team": pick(c, "ops", "dev"), "id": json.Number(pick(c, "7", "7.0", "8"))}
+		}
+		if c.IntN(3) == 0 {
+			in.Raw["a/b"] = pick(c, "ops", "x")
+		}
+		if c.IntN(3) == 0 {
+			in.Raw["groups"] = []any{json.Number("7"), true, nil, map[string]any{"x": "ops"}, "ops"}
+		}
+	}
 	return in
 }
 
@@ -121,8 +170,13 @@ func checkDecision(t *testing.T, rules mapping.Rules, in mapping.Input) {
 	d := rules.Evaluate(in)
 	describe := func() string { return fmt.Sprintf("rules: %+v\ninput: %+v\ndecision: %+v", rules, in, d) }
 	fast := d
-	fast.Reasons, fast.Trace = nil, nil
-	checkTrace(t, rules, d, describe)
+	fast.Reasons = nil
+	explained := rules.Explain(in)
+	checkTrace(t, rules, explained, describe)
+	explained.Trace = nil
+	if diff := cmp.Diff(d, explained); diff != "" {
+		t.Fatalf("Explain differs from Evaluate but for its Trace (-Evaluate +Explain):\n%s\n%s", diff, describe())
+	}
 	if diff := cmp.Diff(fast, rules.Decide(in)); diff != "" {
 		t.Fatalf("Decide differs from Evaluate without Reasons (-Evaluate +Decide):\n%s\n%s", diff, describe())
 	}
@@ -270,6 +324,75 @@ func FuzzGlob(f *testing.F) {
 		}
 		if got, want := mapping.Glob(pattern, s), refGlob(pattern, s); got != want {
 			t.Fatalf("Glob(%q, %q) = %v, reference says %v", pattern, s, got, want)
+		}
+	})
+}
+
+// FuzzPath: any text is a claim path or a load error, never a panic; a
+// path's canonical key names the same members.
+func FuzzPath(f *testing.F) {
+	for _, s := range []string{"team", "/realm_access/roles", "/kubernetes.io/serviceaccount/name", "/a~1b/~0c",
+		"https://example.com/tenant", "/", "//", "/a~", "/a~2", "/groups/0", "/groups/01", "~1"} {
+		f.Add(s)
+	}
+	claims := map[string]any{
+		"realm_access": map[string]any{"roles": []any{"a", "b"}},
+		"groups":       []any{"x", map[string]any{"y": "z"}},
+		"a/b":          map[string]any{"~c": "v"},
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := mapping.ParsePath(s)
+		if err != nil {
+			return
+		}
+		q, err := mapping.ParsePath(p.Key())
+		if err != nil {
+			t.Fatalf("key %q of %q does not parse: %v", p.Key(), s, err)
+		}
+		if !slices.Equal(p.Tokens(), q.Tokens()) || p.Root() != q.Root() || q.Key() != p.Key() {
+			t.Fatalf("%q and its key %q differ: %q %q", s, p.Key(), p.Tokens(), q.Tokens())
+		}
+		v1, ok1 := p.Lookup(claims)
+		v2, ok2 := q.Lookup(claims)
+		if ok1 != ok2 || !cmp.Equal(v1, v2) {
+			t.Fatalf("%q and %q look up differently", s, p.Key())
+		}
+	})
+}
+
+// FuzzCondition: any text is a condition or a load error, never a panic;
+// a condition that compiles evaluates within the cost limit, whatever it
+// does over a long claim list.
+func FuzzCondition(f *testing.F) {
+	for _, s := range append(slices.Clone(genConditions),
+		`claims.groups.all(a, claims.groups.all(b, a != b || true))`,
+		`claims.groups.map(a, claims.groups.map(b, a + b)).size() > 0`,
+		`claims.groups.exists(a, claims.groups.exists(b, claims.groups.exists(c, a + b + c == "")))`,
+		`"x".matches("(a+)+$")`,
+		`size(claims.groups.filter(g, g.matches("^g1.*"))) > 2`,
+		`claims.x.y[0] == 1 ? true : false`,
+		`1 +`, `claims[`, `[1,2,3].all(x, x > 0)`, `dyn(claims).foo`, ``,
+	) {
+		f.Add(s)
+	}
+	groups := make([]any, 500)
+	for i := range groups {
+		groups[i] = fmt.Sprint("g", i)
+	}
+	in := mapping.Input{Issuer: "corp", Client: "svc", Scopes: []string{"read"}, Audiences: []string{"directus"},
+		Raw: map[string]any{"groups": groups, "org": map[string]any{"id": json.Number("7")}}}
+	f.Fuzz(func(t *testing.T, expr string) {
+		if mapping.CompileCondition(expr) != nil {
+			return
+		}
+		rules := mapping.Rules{{Condition: expr, Role: "r"}}
+		start := time.Now()
+		d := rules.Evaluate(in)
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("%q took %v", expr, took)
+		}
+		if d.Matched != rules.Decide(in).Matched {
+			t.Fatalf("%q: Evaluate and Decide disagree", expr)
 		}
 	})
 }

@@ -91,7 +91,7 @@ type Decision struct {
 	// Blocked: the matching rule grants, but its grant is withheld (its
 	// role or a policy has admin access in Directus without allow_admin).
 	Blocked bool
-	// Trace is, from Evaluate, every rule looked at (those before the
+	// Trace is, from Explain, every rule looked at (those before the
 	// match and the match) with each of its written conditions.
 	Trace []RuleTrace
 }
@@ -291,13 +291,25 @@ func subset(a, b []string) bool {
 // Evaluate returns the decision for in: the first matching rule wins; no
 // match denies. Reasons says why each earlier rule did not match; Decide is
 // the same without Reasons, for hot paths.
-func (rs Rules) Evaluate(in Input) Decision { return rs.evaluate(in, true) }
+func (rs Rules) Evaluate(in Input) Decision { return rs.evaluate(in, withReasons) }
 
 // Decide is Evaluate without Reasons: it builds no explanation strings, so
 // it costs little however many rules come before the match.
-func (rs Rules) Decide(in Input) Decision { return rs.evaluate(in, false) }
+func (rs Rules) Decide(in Input) Decision { return rs.evaluate(in, decideOnly) }
 
-func (rs Rules) evaluate(in Input, explain bool) Decision {
+// Explain is Evaluate with a Trace: every condition of every rule looked
+// at, held or failed, for mappings explain. It costs a formatted string per
+// condition.
+func (rs Rules) Explain(in Input) Decision { return rs.evaluate(in, withTrace) }
+
+// How much evaluate explains.
+const (
+	decideOnly = iota
+	withReasons
+	withTrace
+)
+
+func (rs Rules) evaluate(in Input, mode int) Decision {
 	d := Decision{Index: -1, Deny: true}
 	have := make(map[string]bool, len(in.Scopes))
 	for _, s := range in.Scopes {
@@ -305,12 +317,17 @@ func (rs Rules) evaluate(in Input, explain bool) Decision {
 	}
 	for i, r := range rs {
 		counted, ok := r.match(in, have)
-		if explain {
-			checks := r.trace(in, have)
+		switch {
+		case mode == withTrace:
+			checks := r.trace(in, have, nil)
 			d.Trace = append(d.Trace, RuleTrace{Index: i, Rule: r.label(i), Checks: checks})
 			if !ok {
 				d.Reasons = append(d.Reasons, r.label(i)+": "+why(checks))
 			}
+		case mode == withReasons && !ok:
+			var first Check
+			r.trace(in, have, &first)
+			d.Reasons = append(d.Reasons, r.label(i)+": "+first.Detail)
 		}
 		if !ok {
 			continue
@@ -393,30 +410,48 @@ func why(checks []Check) string {
 }
 
 // trace checks each written condition of the rule, in the order match
-// checks them (claims by name).
-func (r Rule) trace(in Input, have map[string]bool) []Check {
+// checks them (claims by name). With first, it stops at the first that
+// fails and sets *first to it instead (what a Reason needs), returning
+// nothing.
+func (r Rule) trace(in Input, have map[string]bool, first *Check) []Check {
 	var out []Check
-	add := func(cond string, held bool, format string, a ...any) {
-		out = append(out, Check{Condition: cond, Held: held, Detail: fmt.Sprintf(format, a...)})
+	full := first == nil
+	// add records a check; it reports whether to stop.
+	add := func(cond string, held bool, format string, a ...any) bool {
+		switch {
+		case full:
+			out = append(out, Check{Condition: cond, Held: held, Detail: fmt.Sprintf(format, a...)})
+			return false
+		case held:
+			return false
+		}
+		*first = Check{Condition: cond, Detail: fmt.Sprintf(format, a...)}
+		return true
 	}
 	if r.Issuer != "" {
 		if r.Issuer != in.Issuer {
-			add("issuer", false, "issuer is %q, rule wants %q", in.Issuer, r.Issuer)
-		} else {
+			if add("issuer", false, "issuer is %q, rule wants %q", in.Issuer, r.Issuer) {
+				return out
+			}
+		} else if full {
 			add("issuer", true, "issuer is %q", in.Issuer)
 		}
 	}
 	if r.Audience != "" {
 		if !slices.Contains(in.Audiences, r.Audience) {
-			add("audience", false, "audience %q not in token", r.Audience)
-		} else {
+			if add("audience", false, "audience %q not in token", r.Audience) {
+				return out
+			}
+		} else if full {
 			add("audience", true, "audience %q in token", r.Audience)
 		}
 	}
 	if r.Client != "" {
 		if !Glob(r.Client, in.Client) {
-			add("client", false, "client %q does not match %q", in.Client, r.Client)
-		} else {
+			if add("client", false, "client %q does not match %q", in.Client, r.Client) {
+				return out
+			}
+		} else if full {
 			add("client", true, "client %q matches %q", in.Client, r.Client)
 		}
 	}
@@ -428,8 +463,10 @@ func (r Rule) trace(in Input, have map[string]bool) []Check {
 			}
 		}
 		if len(missing) > 0 {
-			add("all_scopes", false, "missing scopes %s", strings.Join(missing, " "))
-		} else {
+			if add("all_scopes", false, "missing scopes %s", strings.Join(missing, " ")) {
+				return out
+			}
+		} else if full {
 			add("all_scopes", true, "has scopes %s", strings.Join(r.AllScopes, " "))
 		}
 	}
@@ -441,24 +478,29 @@ func (r Rule) trace(in Input, have map[string]bool) []Check {
 			}
 		}
 		if len(got) == 0 {
-			add("any_scopes", false, "none of the scopes %s", strings.Join(r.AnyScopes, " "))
-		} else {
+			if add("any_scopes", false, "none of the scopes %s", strings.Join(r.AnyScopes, " ")) {
+				return out
+			}
+		} else if full {
 			add("any_scopes", true, "has scopes %s", strings.Join(got, " "))
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(r.Claims)) {
 		pat := r.Claims[k]
 		v, ok := in.claim(k)
+		held := ok && matchValue(pat, v)
+		var stop bool
 		switch {
-		case !ok:
-			add("claims."+k, false, "claim %s does not match %q", k, pat)
-		case !matchValue(pat, v):
-			add("claims."+k, false, "claim %s does not match %q", k, pat)
-		default:
+		case !held:
+			stop = add("claims."+k, false, "claim %s does not match %q", k, pat)
+		case full:
 			add("claims."+k, true, "claim %s matches %q", k, pat)
 		}
-		if ok {
+		if ok && full && len(out) > 0 {
 			out[len(out)-1].Found = shownValue(v)
+		}
+		if stop {
+			return out
 		}
 	}
 	if r.Condition != "" {

@@ -248,6 +248,9 @@ func FuzzConfigCheck(f *testing.F) {
 	f.Add([]byte("<<: {listen: x}\nrules: [{<<: [{role: R}], claims: {a: [b]}}]\n"))
 	f.Add([]byte("? [a]\n: b\ndirectus: {timeout: [1], retries: 1e99}\n"))
 	f.Add([]byte("issuers: [{required_claims: {a: {b: c}}, leeway: !!binary aGk=}]\n"))
+	f.Add([]byte(claimsYAML))
+	f.Add([]byte("issuers: [{client_claim: /a//b, scope_claims: ['/x~2'], required_claims: {/: 1}}]\n" +
+		"rules: [{role: R, claims: {/a~: x}, condition: 'claims.a.exists(x, '}, {role: R, condition: 1}]\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, ps := checkConfig(b)
 		// Line breaks as YAML counts them (\r\n is one).

@@ -629,7 +629,7 @@ func shownClaims(in mapping.Input) []string {
 // exchange sees it, see asToken). A refusal (the bridge refuses such a
 // token before any rule) makes the decision DENY, whatever the rules say.
 func explainAs(w io.Writer, m *bridge.Mapper, in, eval mapping.Input, refusal string, warnings ...string) int {
-	d := m.Evaluate(eval)
+	d := m.Explain(eval)
 	scopes := append([]string(nil), in.Scopes...)
 	sort.Strings(scopes)
 	fmt.Fprintf(w, "input: issuer=%q client=%q scopes=%q", in.Issuer, in.Client, strings.Join(scopes, " "))
