@@ -194,9 +194,19 @@ func stackCmd(t *testing.T, args ...string) {
 // registerClient registers a client-credentials client at the issuer.
 func (is Issuer) registerClient(t *testing.T, clientID, scope string, ttl int) (id, secret string) {
 	t.Helper()
+	return is.registerClientWith(t, clientID, map[string]any{"scope": scope, "token_ttl": ttl})
+}
+
+// registerClientWith registers a client-credentials client with more
+// metadata (scope, token_ttl, claims: see testdata/stack/idp/README.md).
+func (is Issuer) registerClientWith(t *testing.T, clientID string, metadata map[string]any) (id, secret string) {
+	t.Helper()
 	body := map[string]any{
 		"grant_types": []string{"client_credentials"}, "response_types": []string{}, "redirect_uris": []string{},
-		"token_endpoint_auth_method": "client_secret_post", "scope": scope, "token_ttl": ttl,
+		"token_endpoint_auth_method": "client_secret_post",
+	}
+	for k, v := range metadata {
+		body[k] = v
 	}
 	if clientID != "" {
 		body["client_id"] = clientID

@@ -661,8 +661,12 @@ idp_start() {
 	local port="$1" t0 i pid idpdir
 	t0="$(now)"
 	idpdir="$(pkg_dir idp)"
+	# The cache folder is keyed by the lock file only: run this checkout's
+	# idp.mjs, with the cached node_modules beside it.
+	cp "$STACK_SRC/idp/idp.mjs" "$DIR/idp/idp.mjs"
+	ln -sfn "$idpdir/node_modules" "$DIR/idp/node_modules"
 	write_env "$DIR/idp/env" "STACK_IDP_DIR=$idpdir" "STACK_PORT=$port"
-	spawn "$DIR/idp.pid" "$DIR/idp.log" "$idpdir" "$DIR/idp/env" \
+	spawn "$DIR/idp.pid" "$DIR/idp.log" "$DIR/idp" "$DIR/idp/env" \
 		node idp.mjs --host 127.0.0.1 --port "$port" --out "$DIR/idp/idp.json"
 	pid="$(read_pid "$DIR/idp.pid")"
 	for ((i = 0; i < IDP_TIMEOUT * 5; i++)); do

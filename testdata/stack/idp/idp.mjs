@@ -2,11 +2,12 @@
 //
 //   node idp.mjs --host 127.0.0.1 --port <port> --out <file.json>
 //
-// One HTTP server hosts three oidc-provider issuers under path prefixes, each
-// imitating a real IdP's client-credentials JWT access tokens (see README.md).
+// One HTTP server hosts oidc-provider issuers under path prefixes, each
+// imitating a real IdP's or workload platform's JWT access tokens (see
+// README.md).
 // Keys are generated at every start; everything lives in memory; no outbound
 // network. <file.json> is written (atomically) only once the server is ready.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { renameSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
@@ -24,6 +25,7 @@ const { values: args } = parseArgs({
 
 const AUDIENCE = 'https://directus-bridge.test/api'; // default resource (aud) of every issuer
 const DEFAULT_TOKEN_TTL = 600; // seconds, unless the client registered "token_ttl"
+const ENTRA_TENANT = '8f1b2d3c-4e5f-4a6b-9c7d-0e1f2a3b4c5d'; // the entra issuer's tenant id (tid)
 
 // name -> path (the auth0 issuer ends with "/" like real Auth0 tenants), alg,
 // and how its access tokens differ from oidc-provider's default payload
@@ -55,7 +57,176 @@ const ISSUERS = {
     alg: 'EdDSA', // Ed25519 key
     shape() {}, // default payload: scope string, sub = client_id, client_id
   },
+  // Keycloak (realm "machines"): a service account's access token.
+  keycloak: {
+    path: '/keycloak/realms/machines',
+    alg: 'RS256',
+    header: { typ: 'JWT' },
+    shape(p) {
+      const client = p.client_id;
+      p.sub = uuidFrom('keycloak-service-account', client); // the service-account user's id
+      p.typ = 'Bearer';
+      p.azp = client;
+      p.acr = '1';
+      p.preferred_username = `service-account-${client}`.toLowerCase();
+      p.realm_access = { roles: ['default-roles-machines', 'offline_access', 'uma_authorization'] };
+      p.resource_access = { account: { roles: ['manage-account', 'view-profile'] } };
+      p.clientHost = '127.0.0.1';
+      p.clientAddress = '127.0.0.1';
+      // client_id stays: Keycloak 24 and later send it too (earlier: clientId).
+      if (!p.scope) delete p.scope;
+    },
+  },
+  // Okta custom authorization server "default".
+  okta: {
+    path: '/okta/oauth2/default',
+    alg: 'RS256',
+    header: { typ: undefined },
+    shape(p) {
+      p.ver = 1;
+      p.jti = `AT.${p.jti}`;
+      p.cid = p.client_id;
+      p.scp = p.scope ? p.scope.split(' ') : [];
+      delete p.scope;
+      delete p.client_id;
+      // sub = the client id; a machine's token has no uid (a user's has).
+    },
+  },
+  // Microsoft Entra ID, v2.0 access token of an app (client credentials).
+  entra: {
+    path: `/entra/${ENTRA_TENANT}/v2.0`,
+    alg: 'RS256',
+    header: { typ: 'JWT' },
+    shape(p) {
+      const client = p.client_id;
+      p.aio = 'k2BgYDi4Gfwp1oH3d3uNnJgoAA==';
+      p.azp = client;
+      p.azpacr = '1';
+      p.idtyp = 'app';
+      p.nbf = p.iat;
+      p.oid = uuidFrom('entra-service-principal', client);
+      p.rh = '0.AAAA.';
+      p.sub = p.oid; // app-only tokens: sub is the service principal's oid
+      p.tid = ENTRA_TENANT;
+      p.uti = p.jti;
+      p.ver = '2.0';
+      // Client credentials: app roles in "roles" (set per client), no scp.
+      delete p.scope;
+      delete p.client_id;
+      delete p.jti;
+    },
+  },
+  // Kubernetes projected service-account token (TokenRequest API).
+  kubernetes: {
+    path: '/kubernetes',
+    alg: 'RS256',
+    header: { typ: undefined },
+    shape(p, claims) {
+      const k = claims['kubernetes.io'] ?? {};
+      const ns = k.namespace ?? 'default';
+      const name = k.serviceaccount?.name ?? p.client_id;
+      p.aud = [p.aud];
+      p.nbf = p.iat;
+      p.sub = `system:serviceaccount:${ns}:${name}`;
+      p['kubernetes.io'] = {
+        namespace: ns,
+        node: { name: 'node-1', uid: uuidFrom('k8s-node', 'node-1') },
+        pod: { name: `${name}-7d4b9c6f5-x2x8q`, uid: uuidFrom('k8s-pod', `${ns}/${name}`) },
+        serviceaccount: { name, uid: uuidFrom('k8s-sa', `${ns}/${name}`) },
+        warnafter: p.iat + Math.max(1, Math.floor((p.exp - p.iat) * 0.8)),
+      };
+      delete p.scope;
+      delete p.client_id;
+    },
+  },
+  // GitHub Actions OIDC token of a workflow job.
+  github: {
+    path: '/github',
+    alg: 'RS256',
+    header: { typ: 'JWT', x5t: 'ykNaY4qM_ta4k2TgZOCEYLkcYlA' },
+    shape(p, claims) {
+      const repository = claims.repository ?? `octo-org/${p.client_id}`;
+      const owner = claims.repository_owner ?? repository.split('/')[0];
+      const ref = claims.ref ?? 'refs/heads/main';
+      const environment = claims.environment;
+      const event = claims.event_name ?? 'push';
+      let sub = `repo:${repository}:ref:${ref}`;
+      if (environment) sub = `repo:${repository}:environment:${environment}`;
+      else if (event === 'pull_request') sub = `repo:${repository}:pull_request`;
+      const workflow = `${repository}/.github/workflows/deploy.yml@${ref}`;
+      Object.assign(p, {
+        sub,
+        ref,
+        sha: hex('sha', repository + ref, 40),
+        repository,
+        repository_owner: owner,
+        repository_owner_id: digits('owner', owner), // strings, as GitHub sends them
+        run_id: digits('run', p.jti, 10),
+        run_number: '42',
+        run_attempt: '1',
+        repository_visibility: 'private',
+        repository_id: digits('repository', repository),
+        actor_id: digits('actor', owner),
+        actor: owner,
+        workflow: 'deploy',
+        head_ref: '',
+        base_ref: '',
+        event_name: event,
+        ref_protected: 'true',
+        ref_type: ref.startsWith('refs/tags/') ? 'tag' : 'branch',
+        workflow_ref: workflow,
+        workflow_sha: hex('sha', repository + ref, 40),
+        job_workflow_ref: workflow,
+        job_workflow_sha: hex('sha', repository + ref, 40),
+        runner_environment: 'github-hosted',
+        nbf: p.iat - 5,
+      });
+      if (environment) p.environment = environment;
+      delete p.scope;
+      delete p.client_id;
+    },
+  },
+  // SPIFFE JWT-SVID (SPIRE with jwt_issuer set): sub, aud, exp, iat, iss only.
+  spiffe: {
+    path: '/spiffe',
+    alg: 'ES256',
+    header: { typ: 'JWT' },
+    shape(p) {
+      p.sub = `spiffe://example.org/ns/default/sa/${p.client_id}`;
+      p.aud = [p.aud];
+      delete p.jti;
+      delete p.scope;
+      delete p.client_id;
+    },
+  },
 };
+
+// Deterministic ids for the shapes: the same client gets the same ids at
+// every start, so tests can compute them.
+function uuidFrom(kind, value) {
+  const h = createHash('sha256').update(`${kind}\0${value}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-a${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+function hex(kind, value, n) {
+  return createHash('sha256').update(`${kind}\0${value}`).digest('hex').slice(0, n);
+}
+function digits(kind, value, n = 9) { // n decimal digits, no leading zero
+  const h = BigInt(`0x${hex(kind, value, 16)}`);
+  return String(10n ** BigInt(n - 1) + (h % (9n * 10n ** BigInt(n - 1))));
+}
+
+// mergeClaims lays a client's registered `claims` over a shaped payload:
+// objects merge member by member, anything else replaces, null removes.
+function mergeClaims(target, claims) {
+  for (const [k, v] of Object.entries(claims)) {
+    if (v === null) delete target[k];
+    else if (isObject(v) && isObject(target[k])) mergeClaims(target[k], v);
+    else target[k] = structuredClone(v);
+  }
+}
+function isObject(v) {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
 
 // Minimal per-provider in-memory adapter. oidc-provider's built-in one is a
 // single process-wide store (a client registered at one issuer would be
@@ -89,7 +260,7 @@ async function signingJwk(alg) {
   return { ...jwk, alg, use: 'sig', kid: await calculateJwkThumbprint(jwk) };
 }
 
-async function createProvider(issuer, { alg, routes, shape }) {
+async function createProvider(issuer, { alg, routes, shape, header }) {
   const provider = new Provider(issuer, {
     adapter: memoryAdapterFactory(),
     jwks: { keys: [await signingJwk(alg)] },
@@ -106,10 +277,13 @@ async function createProvider(issuer, { alg, routes, shape }) {
       id_token_signed_response_alg: alg,
     },
     extraClientMetadata: {
-      properties: ['token_ttl'],
+      properties: ['token_ttl', 'claims'],
       validator(ctx, key, value) {
         if (key === 'token_ttl' && value !== undefined && !(Number.isSafeInteger(value) && value > 0)) {
           throw new errors.InvalidClientMetadata('token_ttl must be a positive integer (seconds)');
+        }
+        if (key === 'claims' && value !== undefined && !isObject(value)) {
+          throw new errors.InvalidClientMetadata('claims must be a JSON object');
         }
       },
     },
@@ -157,7 +331,12 @@ async function createProvider(issuer, { alg, routes, shape }) {
     },
     formats: {
       customizers: {
-        jwt(ctx, token, jwt) { shape(jwt.payload); },
+        jwt(ctx, token, jwt) {
+          const claims = token.client?.claims ?? {};
+          shape(jwt.payload, claims);
+          mergeClaims(jwt.payload, claims);
+          if (header) jwt.header = { ...header };
+        },
       },
     },
     ttl: {
