@@ -14,6 +14,9 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/directus-bridge/directus-bridge/directus"
+	"github.com/directus-bridge/directus-bridge/mapping"
 )
 
 // discardResponse is a reusable http.ResponseWriter that keeps nothing.
@@ -94,6 +97,25 @@ func BenchmarkTokenHandler(b *testing.B) {
 			}
 			b.Run("noop", func(b *testing.B) { run(b, noop, bodies) })
 			b.Run("bridge", func(b *testing.B) {
+				s := &Server{Exchanger: bb.ex, Logger: log}
+				b.Cleanup(s.Close)
+				run(b, s.Handler(), bodies)
+			})
+			// The same with the rule's grant behind a CEL condition too.
+			b.Run("bridge-cel", func(b *testing.B) {
+				admin, err := directus.New(bb.fake.URL, bb.fake.AdminToken, directus.Options{Retries: -1})
+				if err != nil {
+					b.Fatal(err)
+				}
+				m, _, err := LoadMapper(b.Context(), admin, mapping.Rules{{Name: "readers", AnyScopes: []string{"items:read"},
+					Condition: `client.endsWith("@clients") && "items:read" in scopes && claims.iss != ""`, Role: "Reader"}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				bb.ex.SetMapper(m)
+				for _, body := range bodies {
+					bb.exchange(b, body)
+				}
 				s := &Server{Exchanger: bb.ex, Logger: log}
 				b.Cleanup(s.Close)
 				run(b, s.Handler(), bodies)
