@@ -235,3 +235,49 @@ func TestClaimRoots(t *testing.T) {
 		}
 	}
 }
+
+// TestDenyConditionFailsClosed: a deny rule whose condition cannot be
+// evaluated (a missing claim, a claim of another type, the cost limit)
+// refuses the token rather than letting it reach a later rule that grants.
+func TestDenyConditionFailsClosed(t *testing.T) {
+	groups := make([]any, 2000)
+	for i := range groups {
+		groups[i] = fmt.Sprint("g", i)
+	}
+	tests := []struct {
+		name string
+		expr string
+		raw  map[string]any
+	}{
+		{"missing claim", `claims.banned == true`, map[string]any{}},
+		{"other type", `claims.level > 5`, map[string]any{"level": "9"}},
+		{"cost limit", `claims.groups.exists(a, claims.groups.exists(b, a + b == "banned"))`, map[string]any{"groups": groups}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rules := mapping.Rules{
+				{Name: "banned", Condition: tt.expr, Deny: true},
+				{Name: "everyone", Role: "r"},
+			}
+			if err := rules.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			in := mapping.Input{Raw: tt.raw}
+			for name, d := range map[string]mapping.Decision{"Decide": rules.Decide(in), "Evaluate": rules.Evaluate(in), "Explain": rules.Explain(in)} {
+				if !d.Deny || d.Index != 0 {
+					t.Errorf("%s: deny %v by rule %d, want the deny rule to refuse", name, d.Deny, d.Index)
+				}
+			}
+			d := rules.Explain(in)
+			c := d.Trace[0].Checks[0]
+			if !c.Held || !strings.Contains(c.Detail, "deny rule refuses") {
+				t.Errorf("trace %+v", c)
+			}
+			// A condition that is false still lets the token through.
+			ok := mapping.Rules{{Condition: `has(claims.banned) && claims.banned == true`, Deny: true}, {Role: "r"}}
+			if d := ok.Decide(in); d.Deny {
+				t.Errorf("a false deny condition refused: %+v", d)
+			}
+		})
+	}
+}

@@ -375,7 +375,7 @@ func (r Rule) match(in Input, have map[string]bool) ([]string, bool) {
 		}
 	}
 	if r.Condition != "" {
-		if ok, _ := r.holds(in); !ok {
+		if ok, reason := r.holds(in); !ok && !(r.Deny && reason != "false") {
 			return nil, false
 		}
 	}
@@ -389,7 +389,10 @@ func (r Rule) match(in Input, have map[string]bool) ([]string, bool) {
 }
 
 // holds evaluates the rule's CEL condition, compiling it if it is not
-// compiled yet (rules that were validated are).
+// compiled yet (rules that were validated are): whether it is true, and
+// why not ("false", or the error that stopped it). A deny rule whose
+// condition cannot be evaluated matches (match, trace): a token that a
+// deny rule may be about is refused, not let through to a later rule.
 func (r Rule) holds(in Input) (bool, string) {
 	c, err := compiled(r.Condition)
 	if err != nil {
@@ -509,6 +512,8 @@ func (r Rule) trace(in Input, have map[string]bool, first *Check) []Check {
 			add("condition", true, "condition is true")
 		case reason == "false":
 			add("condition", false, "condition is false")
+		case r.Deny:
+			add("condition", true, "condition cannot be evaluated, so the deny rule refuses: %s", reason)
 		default:
 			add("condition", false, "condition does not hold: %s", reason)
 		}
