@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -797,6 +798,28 @@ func claimEquals(raw json.RawMessage, want any) bool {
 	if json.Unmarshal(raw, &got) != nil {
 		return false
 	}
+	if n, ok := numberText(want); ok {
+		// Numbers compare exactly (as the rules write them out), not as
+		// float64s, which would accept a neighbouring id beyond 2^53.
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber()
+		var exact any
+		if dec.Decode(&exact) != nil {
+			return false
+		}
+		is := func(e any) bool {
+			g, ok := e.(json.Number)
+			if !ok {
+				return false
+			}
+			s, _ := mapping.Scalar(g)
+			return s == n
+		}
+		if list, ok := exact.([]any); ok {
+			return slices.ContainsFunc(list, is)
+		}
+		return is(exact)
+	}
 	want = normaliseYAML(want)
 	if reflect.DeepEqual(got, want) {
 		return true
@@ -805,6 +828,18 @@ func claimEquals(raw json.RawMessage, want any) bool {
 		return slices.ContainsFunc(list, func(e any) bool { return reflect.DeepEqual(e, want) })
 	}
 	return false
+}
+
+// numberText is a configured number (YAML's types) written out as the rules
+// write out a JSON number; ok is false for anything else.
+func numberText(v any) (string, bool) {
+	switch n := v.(type) {
+	case uint64:
+		return strconv.FormatUint(n, 10), true
+	case int, int64, float64:
+		return mapping.Scalar(n)
+	}
+	return "", false
 }
 
 // normaliseYAML turns YAML's integer types into JSON's float64.
